@@ -1,0 +1,632 @@
+//! Gives each directive its meaning: where it may appear, how many arguments it takes, what
+//! they must look like, and which field of [`Config`] it sets.
+//!
+//! Directives that matter to a web server but not to a forward proxy (`root`, `index`, ...) are
+//! accepted with a warning so that a pasted nginx `server` block loads. Directives that would
+//! restrict who may use the proxy (`allow`, `auth_basic`, ...) are refused until sluice implements
+//! them: ignoring them would silently run a more open proxy than the operator wrote.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::error::{ConfigError, Origin};
+use super::syntax::Directive;
+use super::values::{
+    ListenError, parse_flag, parse_ip, parse_ip_and_port, parse_listen, parse_port, parse_time,
+};
+use super::{Config, ConnectVar, Listen, Location, PortList, ResolverSettings, Server};
+use crate::template::Template;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Context {
+    Main,
+    Http,
+    Server,
+    Location,
+}
+
+const MAIN: &[Context] = &[Context::Main];
+const HTTP_SERVER: &[Context] = &[Context::Http, Context::Server];
+const SERVER: &[Context] = &[Context::Server];
+const LOCATION: &[Context] = &[Context::Location];
+const ANYWHERE: &[Context] = &[
+    Context::Main,
+    Context::Http,
+    Context::Server,
+    Context::Location,
+];
+
+/// What sluice does with a directive it knows.
+#[derive(Clone, Copy)]
+enum Role {
+    /// It sets something; the context's builder handles it.
+    Used,
+    /// Accepted with a warning giving this reason.
+    Ignored(&'static str),
+    /// Refused with this reason.
+    Unsupported(&'static str),
+}
+
+struct Spec {
+    name: &'static str,
+    contexts: &'static [Context],
+    block: bool,
+    /// Allowed argument counts, inclusive.
+    args: (usize, usize),
+    /// May appear at most once per block.
+    unique: bool,
+    role: Role,
+}
+
+const MANY: usize = usize::MAX;
+
+const fn used(
+    name: &'static str,
+    contexts: &'static [Context],
+    args: (usize, usize),
+    unique: bool,
+) -> Spec {
+    Spec {
+        name,
+        contexts,
+        block: false,
+        args,
+        unique,
+        role: Role::Used,
+    }
+}
+
+const fn block(name: &'static str, contexts: &'static [Context], args: (usize, usize)) -> Spec {
+    Spec {
+        name,
+        contexts,
+        block: true,
+        args,
+        unique: false,
+        role: Role::Used,
+    }
+}
+
+const fn ignored(name: &'static str, block: bool, why: &'static str) -> Spec {
+    Spec {
+        name,
+        contexts: ANYWHERE,
+        block,
+        args: (0, MANY),
+        unique: false,
+        role: Role::Ignored(why),
+    }
+}
+
+const fn unsupported(name: &'static str, why: &'static str) -> Spec {
+    Spec {
+        name,
+        contexts: ANYWHERE,
+        block: false,
+        args: (0, MANY),
+        unique: false,
+        role: Role::Unsupported(why),
+    }
+}
+
+const NOT_YET_ACCESS: &str = "is not supported yet; sluice refuses to start rather than run a more open proxy than the configuration asks for";
+
+/// Every directive sluice knows.
+const SPECS: &[Spec] = &[
+    block("http", MAIN, (0, 0)),
+    block("server", &[Context::Main, Context::Http], (0, 0)),
+    block("location", SERVER, (1, 2)),
+    used("listen", SERVER, (1, MANY), false),
+    used("proxy_connect", SERVER, (0, 0), true),
+    used("proxy_connect_allow", HTTP_SERVER, (1, MANY), true),
+    used("proxy_connect_connect_timeout", HTTP_SERVER, (1, 1), true),
+    used("proxy_connect_data_timeout", HTTP_SERVER, (1, 1), true),
+    used("proxy_connect_read_timeout", HTTP_SERVER, (1, 1), true),
+    used("proxy_connect_send_timeout", HTTP_SERVER, (1, 1), true),
+    used("proxy_connect_response", HTTP_SERVER, (1, 1), true),
+    used("proxy_connect_address", HTTP_SERVER, (1, 1), true),
+    used("proxy_connect_bind", HTTP_SERVER, (1, 2), true),
+    used("resolver", HTTP_SERVER, (1, MANY), true),
+    used("resolver_timeout", HTTP_SERVER, (1, 1), true),
+    used("client_header_timeout", HTTP_SERVER, (1, 1), true),
+    used("proxy_pass", LOCATION, (1, 1), true),
+    used("proxy_set_header", LOCATION, (2, 2), false),
+    ignored("events", true, "sluice sizes its own event loop"),
+    ignored("root", false, "a forward proxy serves no files"),
+    ignored("index", false, "a forward proxy serves no files"),
+    ignored(
+        "server_name",
+        false,
+        "a forward proxy is chosen by its listen address, not by name",
+    ),
+    ignored(
+        "worker_processes",
+        false,
+        "sluice is one multi-threaded process",
+    ),
+    ignored(
+        "worker_rlimit_nofile",
+        false,
+        "sluice raises its own file limit",
+    ),
+    ignored("user", false, "run sluice as the user it should be"),
+    ignored("pid", false, "sluice runs in the foreground"),
+    ignored("daemon", false, "sluice runs in the foreground"),
+    ignored("master_process", false, "sluice is one process"),
+    ignored(
+        "error_log",
+        false,
+        "sluice logs to standard error; RUST_LOG sets the level",
+    ),
+    ignored("access_log", false, "access logging is not supported yet"),
+    ignored("sendfile", false, "a forward proxy serves no files"),
+    ignored("tcp_nopush", false, "a forward proxy serves no files"),
+    ignored("tcp_nodelay", false, "sluice always sets TCP_NODELAY"),
+    unsupported("allow", NOT_YET_ACCESS),
+    unsupported("deny", NOT_YET_ACCESS),
+    unsupported("auth_basic", NOT_YET_ACCESS),
+    unsupported("auth_basic_user_file", NOT_YET_ACCESS),
+    unsupported(
+        "include",
+        "is not supported yet; put everything in one file",
+    ),
+];
+
+fn spec(name: &str) -> Option<&'static Spec> {
+    SPECS.iter().find(|s| s.name == name)
+}
+
+/// Builds the typed configuration from a parsed file.
+pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
+    let mut builder = Builder {
+        file,
+        warnings: Vec::new(),
+    };
+    let mut servers = Vec::new();
+    let main_defaults = Server::defaults(builder.origin(1));
+    for directive in builder.checked(tree, Context::Main)? {
+        match directive.name.as_str() {
+            "server" => servers.push(builder.server(directive, &main_defaults)?),
+            "http" => builder.http(directive, &mut servers)?,
+            other => unreachable!("\"{other}\" is marked as used in the main context"),
+        }
+    }
+    if servers.is_empty() {
+        return Err(ConfigError::whole_file(format!(
+            "no \"server\" block in {file}: sluice needs at least one, with a \"listen\" directive"
+        )));
+    }
+    check_unique_listeners(&servers, file)?;
+    Ok(Config {
+        servers,
+        warnings: builder.warnings,
+    })
+}
+
+/// Two blocks may not claim the same address: sluice would not know whose policy applies.
+fn check_unique_listeners(servers: &[Server], file: &str) -> Result<(), ConfigError> {
+    let mut seen: HashMap<SocketAddr, &Origin> = HashMap::new();
+    for listen in servers.iter().flat_map(|s| &s.listen) {
+        if listen.addr.port() == 0 {
+            continue; // each gets its own free port
+        }
+        if let Some(first) = seen.insert(listen.addr, &listen.origin) {
+            return Err(ConfigError::at(
+                file,
+                listen.origin.line,
+                format!("a duplicate listen {} (first in {first})", listen.addr),
+            ));
+        }
+    }
+    Ok(())
+}
+
+struct Builder<'a> {
+    file: &'a str,
+    warnings: Vec<String>,
+}
+
+impl Builder<'_> {
+    fn origin(&self, line: u32) -> Origin {
+        Origin {
+            file: self.file.to_string(),
+            line,
+        }
+    }
+
+    fn error(&self, directive: &Directive, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.file, directive.line, message)
+    }
+
+    /// Checks every directive of a block against [`SPECS`] and returns the ones its context
+    /// must act on. Ignored ones become warnings; the rest fail with nginx's wording.
+    fn checked<'t>(
+        &mut self,
+        block: &'t [Directive],
+        context: Context,
+    ) -> Result<Vec<&'t Directive>, ConfigError> {
+        let mut used = Vec::new();
+        let mut seen = HashSet::new();
+        for directive in block {
+            let name = directive.name.as_str();
+            let Some(spec) = spec(name) else {
+                return Err(self.error(directive, format!("unknown directive \"{name}\"")));
+            };
+            if !spec.contexts.contains(&context) {
+                return Err(self.error(
+                    directive,
+                    format!("\"{name}\" directive is not allowed here"),
+                ));
+            }
+            match (spec.block, directive.block.is_some()) {
+                (true, false) => {
+                    return Err(self.error(
+                        directive,
+                        format!("directive \"{name}\" has no opening \"{{\""),
+                    ));
+                }
+                (false, true) => {
+                    return Err(self.error(
+                        directive,
+                        format!("directive \"{name}\" is not terminated by \";\""),
+                    ));
+                }
+                _ => {}
+            }
+            let count = directive.args.len();
+            if count < spec.args.0 || count > spec.args.1 {
+                return Err(self.error(
+                    directive,
+                    format!("invalid number of arguments in \"{name}\" directive"),
+                ));
+            }
+            if spec.unique && !seen.insert(name) {
+                return Err(self.error(directive, format!("\"{name}\" directive is duplicate")));
+            }
+            match spec.role {
+                Role::Used => used.push(directive),
+                Role::Ignored(why) => self.warnings.push(format!(
+                    "\"{name}\" directive is ignored ({why}) in {}",
+                    self.origin(directive.line)
+                )),
+                Role::Unsupported(why) => {
+                    return Err(self.error(directive, format!("\"{name}\" directive {why}")));
+                }
+            }
+        }
+        Ok(used)
+    }
+
+    /// `http { }`: settings here are the defaults of every server inside, wherever they appear
+    /// in the block (as in nginx, where merging happens after parsing).
+    fn http(&mut self, http: &Directive, servers: &mut Vec<Server>) -> Result<(), ConfigError> {
+        let body = http.block.as_deref().unwrap_or_default();
+        let directives = self.checked(body, Context::Http)?;
+        let mut defaults = Server::defaults(self.origin(http.line));
+        for directive in directives.iter().filter(|d| d.name != "server") {
+            self.setting(&mut defaults, directive)?;
+        }
+        for directive in directives.iter().filter(|d| d.name == "server") {
+            servers.push(self.server(directive, &defaults)?);
+        }
+        Ok(())
+    }
+
+    fn server(&mut self, block: &Directive, defaults: &Server) -> Result<Server, ConfigError> {
+        let mut server = defaults.clone();
+        server.origin = self.origin(block.line);
+        let body = block.block.as_deref().unwrap_or_default();
+        for directive in self.checked(body, Context::Server)? {
+            match directive.name.as_str() {
+                "listen" => self.listen(&mut server, directive)?,
+                "location" => server.locations.push(self.location(directive)?),
+                "proxy_connect" => server.proxy_connect = true,
+                _ => self.setting(&mut server, directive)?,
+            }
+        }
+        if server.listen.is_empty() {
+            return Err(self.error(
+                block,
+                "no \"listen\" directive in the \"server\" block (sluice needs an address to listen on)",
+            ));
+        }
+        Ok(server)
+    }
+
+    fn listen(&mut self, server: &mut Server, directive: &Directive) -> Result<(), ConfigError> {
+        let address = &directive.args[0];
+        if address.starts_with("unix:") {
+            return Err(self.error(
+                directive,
+                format!(
+                    "unix sockets in \"{address}\" of the \"listen\" directive are not supported"
+                ),
+            ));
+        }
+        let addrs = parse_listen(address).map_err(|e| {
+            let what = match e {
+                ListenError::InvalidPort => "invalid port",
+                ListenError::HostNotFound => "host not found",
+            };
+            self.error(
+                directive,
+                format!("{what} in \"{address}\" of the \"listen\" directive"),
+            )
+        })?;
+        let mut backlog = None;
+        let mut reuseport = false;
+        for param in &directive.args[1..] {
+            let (key, value) = match param.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (param.as_str(), None),
+            };
+            match (key, value) {
+                ("default_server" | "default" | "bind", None) => {}
+                ("reuseport", None) => reuseport = true,
+                ("backlog", Some(v)) => {
+                    backlog =
+                        Some(v.parse::<u32>().map_err(|_| {
+                            self.error(directive, format!("invalid backlog \"{v}\""))
+                        })?);
+                }
+                ("ipv6only", Some("on")) => {}
+                ("ssl" | "http2" | "http3" | "quic" | "proxy_protocol" | "ipv6only", _) => {
+                    return Err(self.error(
+                        directive,
+                        format!(
+                            "the \"{param}\" parameter of the \"listen\" directive is not supported yet \
+                             (sluice listens for plain-text proxy requests; HTTPS sites are still reached through CONNECT)"
+                        ),
+                    ));
+                }
+                ("deferred" | "fastopen" | "so_keepalive" | "rcvbuf" | "sndbuf" | "setfib", _) => {
+                    self.warnings.push(format!(
+                        "the \"{key}\" parameter of the \"listen\" directive is ignored in {}",
+                        self.origin(directive.line)
+                    ));
+                }
+                _ => {
+                    return Err(self.error(directive, format!("invalid parameter \"{param}\"")));
+                }
+            }
+        }
+        for addr in addrs {
+            server.listen.push(Listen {
+                addr,
+                origin: self.origin(directive.line),
+                backlog,
+                reuseport,
+            });
+        }
+        Ok(())
+    }
+
+    fn location(&mut self, block: &Directive) -> Result<Location, ConfigError> {
+        let mut location = Location {
+            pattern: block.args.clone(),
+            origin: self.origin(block.line),
+            forwards: false,
+            set_headers: Vec::new(),
+        };
+        let body = block.block.as_deref().unwrap_or_default();
+        for directive in self.checked(body, Context::Location)? {
+            match directive.name.as_str() {
+                "proxy_pass" => {
+                    let target = &directive.args[0];
+                    if !is_forward_proxy_pass(target) {
+                        return Err(self.error(
+                            directive,
+                            format!(
+                                "proxy_pass \"{target}\" is not supported: sluice forwards each request to \
+                                 the host it names; write \"proxy_pass http://$http_host$request_uri;\""
+                            ),
+                        ));
+                    }
+                    location.forwards = true;
+                    self.warnings.push(format!(
+                        "plain-HTTP forwarding (\"proxy_pass\") is not available in this version yet; \
+                         requests other than CONNECT are answered 405 in {}",
+                        self.origin(directive.line)
+                    ));
+                }
+                "proxy_set_header" => location
+                    .set_headers
+                    .push((directive.args[0].clone(), directive.args[1].clone())),
+                other => unreachable!("\"{other}\" is marked as used in a location"),
+            }
+        }
+        Ok(location)
+    }
+
+    /// Directives that may stand in `http` or `server` and set one field.
+    fn setting(&mut self, server: &mut Server, directive: &Directive) -> Result<(), ConfigError> {
+        let arg = directive
+            .args
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default();
+        match directive.name.as_str() {
+            "proxy_connect_allow" => server.connect_ports = self.port_list(directive)?,
+            "proxy_connect_connect_timeout" => server.connect_timeout = self.time(directive)?,
+            "proxy_connect_data_timeout" => server.data_timeout = self.time(directive)?,
+            "proxy_connect_read_timeout" => {
+                server.data_timeout = self.time(directive)?;
+                self.warnings.push(format!(
+                    "\"proxy_connect_read_timeout\" is deprecated, use \"proxy_connect_data_timeout\" in {}",
+                    self.origin(directive.line)
+                ));
+            }
+            "proxy_connect_send_timeout" => {
+                self.time(directive)?;
+                self.warnings.push(format!(
+                    "\"proxy_connect_send_timeout\" has no function (as in the proxy_connect module); \
+                     \"proxy_connect_data_timeout\" bounds both directions in {}",
+                    self.origin(directive.line)
+                ));
+            }
+            "proxy_connect_response" => {
+                server.connect_response = Some(self.connect_response(directive)?);
+            }
+            "proxy_connect_address" => {
+                server.connect_address = match arg {
+                    "off" => None,
+                    _ if arg.contains('$') => {
+                        return Err(self.error(directive, "variables in \"proxy_connect_address\" are not supported"));
+                    }
+                    _ => Some(parse_ip_and_port(arg).ok_or_else(|| {
+                        self.error(
+                            directive,
+                            format!("invalid address \"{arg}\" in \"proxy_connect_address\" directive: an IP address, optionally with a port, is needed"),
+                        )
+                    })?),
+                };
+            }
+            "proxy_connect_bind" => {
+                if directive.args.get(1).is_some() {
+                    return Err(self.error(
+                        directive,
+                        format!(
+                            "the \"{}\" parameter of \"proxy_connect_bind\" is not supported",
+                            directive.args[1]
+                        ),
+                    ));
+                }
+                server.connect_bind = match arg {
+                    "off" => None,
+                    _ if arg.contains('$') => {
+                        return Err(self.error(directive, "variables in \"proxy_connect_bind\" are not supported"));
+                    }
+                    _ => Some(parse_ip(arg).ok_or_else(|| {
+                        self.error(
+                            directive,
+                            format!("invalid address \"{arg}\" in \"proxy_connect_bind\" directive: an IP address is needed"),
+                        )
+                    })?),
+                };
+            }
+            "resolver" => server.resolver = Some(self.resolver(directive)?),
+            "resolver_timeout" => server.resolver_timeout = self.time(directive)?,
+            "client_header_timeout" => server.client_header_timeout = self.time(directive)?,
+            other => unreachable!("\"{other}\" is marked as used in http or server"),
+        }
+        Ok(())
+    }
+
+    /// A positive time, in nginx's message style when it is not one.
+    fn time(&self, directive: &Directive) -> Result<Duration, ConfigError> {
+        let text = &directive.args[0];
+        match parse_time(text) {
+            Some(time) if !time.is_zero() => Ok(time),
+            _ => Err(self.error(
+                directive,
+                format!("\"{}\" directive invalid value \"{text}\" (a time such as 500ms, 30s, 5m or 1h is needed)", directive.name),
+            )),
+        }
+    }
+
+    fn port_list(&self, directive: &Directive) -> Result<PortList, ConfigError> {
+        if directive.args.iter().any(|a| a == "all") {
+            return Ok(PortList::All);
+        }
+        let mut ranges = Vec::new();
+        for arg in &directive.args {
+            let invalid = || {
+                self.error(
+                    directive,
+                    format!("invalid port \"{arg}\" in \"proxy_connect_allow\" directive"),
+                )
+            };
+            let range = match arg.split_once('-') {
+                Some((lo, hi)) => {
+                    let (lo, hi) = (
+                        parse_port(lo).ok_or_else(invalid)?,
+                        parse_port(hi).ok_or_else(invalid)?,
+                    );
+                    if lo > hi {
+                        return Err(invalid());
+                    }
+                    (lo, hi)
+                }
+                None => {
+                    let port = parse_port(arg).ok_or_else(invalid)?;
+                    (port, port)
+                }
+            };
+            ranges.push(range);
+        }
+        Ok(PortList::Ranges(ranges))
+    }
+
+    fn connect_response(&self, directive: &Directive) -> Result<Template<ConnectVar>, ConfigError> {
+        let text = &directive.args[0];
+        if !text.ends_with("\r\n\r\n") {
+            return Err(self.error(
+                directive,
+                "\"proxy_connect_response\" must be a whole response head ending in \"\\r\\n\\r\\n\"",
+            ));
+        }
+        Template::parse(text, ConnectVar::lookup).map_err(|reason| self.error(directive, reason))
+    }
+
+    fn resolver(&self, directive: &Directive) -> Result<ResolverSettings, ConfigError> {
+        let mut settings = ResolverSettings {
+            servers: Vec::new(),
+            valid: None,
+            ipv4: true,
+            ipv6: true,
+        };
+        for arg in &directive.args {
+            let flag = |value: &str| {
+                parse_flag(value)
+                    .ok_or_else(|| self.error(directive, format!("invalid parameter \"{arg}\"")))
+            };
+            match arg.split_once('=') {
+                Some(("valid", v)) => {
+                    settings.valid = Some(parse_time(v).ok_or_else(|| {
+                        self.error(directive, format!("invalid parameter \"{arg}\""))
+                    })?);
+                }
+                Some(("ipv4", v)) => settings.ipv4 = flag(v)?,
+                Some(("ipv6", v)) => settings.ipv6 = flag(v)?,
+                Some(("status_zone", _)) => {}
+                Some(_) => {
+                    return Err(self.error(directive, format!("invalid parameter \"{arg}\"")));
+                }
+                None => {
+                    let (ip, port) = parse_ip_and_port(arg).ok_or_else(|| {
+                        self.error(
+                            directive,
+                            format!("invalid address \"{arg}\" in \"resolver\" directive: a name server is given by its IP address, optionally with a port"),
+                        )
+                    })?;
+                    settings
+                        .servers
+                        .push(SocketAddr::new(ip, port.unwrap_or(53)));
+                }
+            }
+        }
+        if settings.servers.is_empty() {
+            return Err(self.error(
+                directive,
+                "no name server address in \"resolver\" directive",
+            ));
+        }
+        if !settings.ipv4 && !settings.ipv6 {
+            return Err(self.error(directive, "\"ipv4\" and \"ipv6\" cannot both be \"off\""));
+        }
+        Ok(settings)
+    }
+}
+
+/// `http://$http_host$request_uri` and its `$host` variant: the forms that mean "forward to
+/// wherever the request is going".
+fn is_forward_proxy_pass(target: &str) -> bool {
+    matches!(
+        target,
+        "http://$http_host$request_uri"
+            | "http://$host$request_uri"
+            | "http://$http_host"
+            | "http://$host"
+    )
+}

@@ -1,0 +1,196 @@
+//! The configuration: nginx syntax in, typed settings out.
+//!
+//! A file goes through three steps, each in its own module: [`lexer`] (bytes → tokens with line
+//! numbers), [`syntax`] (tokens → a tree of directives) and [`build`] (tree → [`Config`], where
+//! every directive's arguments are checked). Every error names `file:line`.
+
+mod build;
+mod error;
+mod lexer;
+mod syntax;
+pub mod values;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+pub use error::{ConfigError, Origin};
+
+use crate::template::Template;
+
+/// The configuration sluice runs with when no `-c FILE` is given: a loopback listener for HTTPS
+/// tunnels only, using the system's DNS settings.
+pub const EMBEDDED_DEFAULT: &str = "\
+# sluice's embedded default: HTTPS tunnels for this machine only.
+server {
+    listen 127.0.0.1:3128;
+    proxy_connect;
+    proxy_connect_allow 443 563;
+}
+";
+
+/// The name the embedded default goes by in messages.
+pub const EMBEDDED_NAME: &str = "(embedded default)";
+
+/// A whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub servers: Vec<Server>,
+    /// Directives that were accepted but do nothing, worded for the operator (`file:line` included).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read(path).map_err(|e| {
+            ConfigError::whole_file(format!(
+                "cannot read the configuration file \"{shown}\": {e}"
+            ))
+        })?;
+        Config::parse(&text, &shown)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded() -> Config {
+        Config::parse(EMBEDDED_DEFAULT.as_bytes(), EMBEDDED_NAME)
+            .expect("the embedded default configuration is valid")
+    }
+
+    /// Validates config text; `file` is the name errors are reported under.
+    pub fn parse(text: &[u8], file: &str) -> Result<Config, ConfigError> {
+        let tokens = lexer::tokenize(text, file)?;
+        let tree = syntax::parse(&tokens, file)?;
+        build::build(&tree, file)
+    }
+}
+
+/// One `server { }` block: its listeners and the policy for the connections they accept.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Where the block starts, to name it in logs.
+    pub origin: Origin,
+    pub listen: Vec<Listen>,
+    /// `proxy_connect;` — whether CONNECT is served at all.
+    pub proxy_connect: bool,
+    /// `proxy_connect_allow` — the ports a CONNECT may reach.
+    pub connect_ports: PortList,
+    /// `proxy_connect_connect_timeout` — bound on establishing the upstream connection.
+    pub connect_timeout: Duration,
+    /// `proxy_connect_data_timeout` — longest pause between two reads or writes in a tunnel.
+    pub data_timeout: Duration,
+    /// `proxy_connect_response` — replaces the standard `200 Connection Established` head.
+    pub connect_response: Option<Template<ConnectVar>>,
+    /// `proxy_connect_address` — dial this address instead of the resolved one.
+    pub connect_address: Option<(IpAddr, Option<u16>)>,
+    /// `proxy_connect_bind` — the source address of upstream connections.
+    pub connect_bind: Option<IpAddr>,
+    /// `resolver` — `None` means the system configuration.
+    pub resolver: Option<ResolverSettings>,
+    /// `resolver_timeout`.
+    pub resolver_timeout: Duration,
+    /// `client_header_timeout` — time allowed to receive a whole request head.
+    pub client_header_timeout: Duration,
+    pub locations: Vec<Location>,
+}
+
+impl Server {
+    /// Settings before any directive: the defaults of nginx and of the proxy_connect module.
+    fn defaults(origin: Origin) -> Server {
+        Server {
+            origin,
+            listen: Vec::new(),
+            proxy_connect: false,
+            connect_ports: PortList::https_default(),
+            connect_timeout: Duration::from_secs(60),
+            data_timeout: Duration::from_secs(60),
+            connect_response: None,
+            connect_address: None,
+            connect_bind: None,
+            resolver: None,
+            resolver_timeout: Duration::from_secs(30),
+            client_header_timeout: Duration::from_secs(60),
+            locations: Vec::new(),
+        }
+    }
+}
+
+/// One listening address of a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// Where the `listen` directive was written.
+    pub origin: Origin,
+    /// `backlog=N`; the default is the system's maximum.
+    pub backlog: Option<u32>,
+    /// `reuseport`: let several sockets share the port.
+    pub reuseport: bool,
+}
+
+/// `resolver ADDRESS ... [valid=TIME] [ipv4=on|off] [ipv6=on|off]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverSettings {
+    /// Name servers, in the order to try them.
+    pub servers: Vec<SocketAddr>,
+    /// `valid=` — overrides the records' TTL for caching.
+    pub valid: Option<Duration>,
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+/// A `location` block. Plain-HTTP forwarding reads these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The location's arguments as written (`/`, `= /x`, ...).
+    pub pattern: Vec<String>,
+    pub origin: Origin,
+    /// `proxy_pass http://$http_host$request_uri;` — forward to the host the request names.
+    pub forwards: bool,
+    /// `proxy_set_header NAME VALUE;`, in order.
+    pub set_headers: Vec<(String, String)>,
+}
+
+/// The ports a CONNECT may reach (`proxy_connect_allow`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortList {
+    All,
+    /// Inclusive ranges; a single port is a range of one.
+    Ranges(Vec<(u16, u16)>),
+}
+
+impl PortList {
+    /// The proxy_connect module's default: HTTPS and NNTPS.
+    pub fn https_default() -> PortList {
+        PortList::Ranges(vec![(443, 443), (563, 563)])
+    }
+
+    pub fn allows(&self, port: u16) -> bool {
+        match self {
+            PortList::All => true,
+            PortList::Ranges(ranges) => ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&port)),
+        }
+    }
+}
+
+/// Variables available in `proxy_connect_response`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectVar {
+    /// `$connect_host`: the host as the client wrote it.
+    Host,
+    /// `$connect_port`.
+    Port,
+    /// `$connect_addr`: the upstream address actually connected to, `ip:port`.
+    Addr,
+}
+
+impl ConnectVar {
+    fn lookup(name: &str) -> Option<ConnectVar> {
+        match name {
+            "connect_host" => Some(ConnectVar::Host),
+            "connect_port" => Some(ConnectVar::Port),
+            "connect_addr" => Some(ConnectVar::Addr),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Why a request was not served, and the HTTP answer each reason gets.
+//!
+//! Failures are classified where they are understood (the head reader, the target parser, the
+//! resolver, the dialer); the status and the text the client sees are decided here, once.
+
+use std::fmt;
+use std::io;
+
+/// A request that ends in an error response instead of a tunnel.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// The head is not valid HTTP/1.x or breaks a rule of the protocol.
+    BadRequest(String),
+    /// The request line is longer than the limit.
+    RequestLineTooLong,
+    /// The head as a whole, or the number of header fields, is over the limit.
+    HeadTooLarge,
+    /// The head did not arrive within `client_header_timeout`.
+    HeadTimeout,
+    /// A method this server does not serve; the text says what it does serve.
+    MethodNotAllowed(&'static str),
+    /// A CONNECT to a server block without `proxy_connect`.
+    ConnectDisabled,
+    /// `proxy_connect_allow` does not list the port.
+    PortNotAllowed(u16),
+    /// The name did not resolve to any usable address.
+    ResolveFailed { host: String, reason: String },
+    /// The name did not resolve within `resolver_timeout`.
+    ResolveTimeout { host: String },
+    /// Every address refused or was unreachable.
+    ConnectFailed { target: String, error: io::Error },
+    /// No address answered within `proxy_connect_connect_timeout`.
+    ConnectTimeout { target: String },
+}
+
+impl ProxyError {
+    /// The status code and its reason phrase.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            ProxyError::BadRequest(_) => (400, "Bad Request"),
+            ProxyError::RequestLineTooLong => (414, "URI Too Long"),
+            ProxyError::HeadTooLarge => (431, "Request Header Fields Too Large"),
+            ProxyError::HeadTimeout => (408, "Request Timeout"),
+            ProxyError::MethodNotAllowed(_) | ProxyError::ConnectDisabled => {
+                (405, "Method Not Allowed")
+            }
+            ProxyError::PortNotAllowed(_) => (403, "Forbidden"),
+            ProxyError::ResolveFailed { .. } | ProxyError::ConnectFailed { .. } => {
+                (502, "Bad Gateway")
+            }
+            ProxyError::ResolveTimeout { .. } | ProxyError::ConnectTimeout { .. } => {
+                (504, "Gateway Timeout")
+            }
+        }
+    }
+
+    /// The complete response: status line, headers, a one-line plain-text body. The connection
+    /// is always closed after it.
+    pub fn response(&self) -> Vec<u8> {
+        let (code, reason) = self.status();
+        let body = format!("{code} {reason}: {self}\n");
+        let allow = match self {
+            ProxyError::MethodNotAllowed(allowed) => format!("Allow: {allowed}\r\n"),
+            _ => String::new(),
+        };
+        format!(
+            "HTTP/1.1 {code} {reason}\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\n\
+             {allow}\
+             Connection: close\r\n\
+             \r\n\
+             {body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyError::BadRequest(why) => f.write_str(why),
+            ProxyError::RequestLineTooLong => f.write_str("the request line is too long"),
+            ProxyError::HeadTooLarge => f.write_str("the request head is too large"),
+            ProxyError::HeadTimeout => f.write_str("the request head did not arrive in time"),
+            ProxyError::MethodNotAllowed(allowed) => {
+                write!(f, "this proxy serves only {allowed} requests")
+            }
+            ProxyError::ConnectDisabled => f.write_str("CONNECT is not enabled on this server"),
+            ProxyError::PortNotAllowed(port) => {
+                write!(f, "CONNECT to port {port} is not allowed")
+            }
+            ProxyError::ResolveFailed { host, reason } => {
+                write!(f, "cannot resolve \"{host}\": {reason}")
+            }
+            ProxyError::ResolveTimeout { host } => {
+                write!(f, "resolving \"{host}\" timed out")
+            }
+            ProxyError::ConnectFailed { target, error } => {
+                write!(f, "cannot connect to {target}: {}", describe(error))
+            }
+            ProxyError::ConnectTimeout { target } => {
+                write!(f, "connecting to {target} timed out")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+/// An I/O error in a few plain words, without the `(os error N)` suffix.
+fn describe(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+        io::ErrorKind::HostUnreachable => "host unreachable".to_string(),
+        io::ErrorKind::NetworkUnreachable => "network unreachable".to_string(),
+        io::ErrorKind::ConnectionReset => "connection reset".to_string(),
+        _ => {
+            let text = error.to_string();
+            match text.find(" (os error") {
+                Some(cut) => text[..cut].to_lowercase(),
+                None => text,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_responses_are_complete_and_close() {
+        let text = String::from_utf8(ProxyError::PortNotAllowed(25).response()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 403 Forbidden\r\n"));
+        assert!(head.contains("\r\nConnection: close"));
+        assert!(head.contains(&format!("\r\nContent-Length: {}", body.len())));
+        assert_eq!(body, "403 Forbidden: CONNECT to port 25 is not allowed\n");
+    }
+
+    #[test]
+    fn method_not_allowed_names_the_allowed_method() {
+        let text = String::from_utf8(ProxyError::MethodNotAllowed("CONNECT").response()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(text.contains("\r\nAllow: CONNECT\r\n"));
+    }
+
+    #[test]
+    fn io_errors_read_plainly() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let err = ProxyError::ConnectFailed {
+            target: "127.0.0.1:9".into(),
+            error: refused,
+        };
+        assert_eq!(
+            err.to_string(),
+            "cannot connect to 127.0.0.1:9: connection refused"
+        );
+    }
+}

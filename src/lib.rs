@@ -1,0 +1,33 @@
+//! sluice: a forward proxy for HTTPS egress, configured in nginx syntax.
+//!
+//! A connection travels through the modules in this order:
+//!
+//! ```text
+//! server ──accept──▶ connection ──read head──▶ request ──▶ target + policy
+//!                                                             │
+//!                              resolve ──▶ dial ──▶ "200" ──▶ tunnel
+//! ```
+//!
+//! - [`server`] binds the listeners of every `server { }` block and accepts connections.
+//! - [`connection`] drives one client connection from its first byte to its close, and is the
+//!   one place that turns a failure into an HTTP status.
+//! - [`request`] reads and validates the request head (size limits, timeouts, strict syntax).
+//! - [`target`] parses the CONNECT authority (`host:port`, `[v6]:port`).
+//! - [`resolve`] turns a host name into addresses (hickory-resolver, `resolver` directive).
+//! - [`dial`] connects upstream: several addresses, a timeout, a source address.
+//! - [`tunnel`] moves bytes both ways, passing half-closes on, until both directions are done.
+//! - [`config`] reads the nginx-syntax configuration; [`template`] expands `$variables`.
+
+pub mod config;
+pub mod connection;
+pub mod dial;
+pub mod error;
+pub mod request;
+pub mod resolve;
+pub mod server;
+pub mod target;
+pub mod template;
+pub mod tunnel;
+
+/// `sluice/<version>`, as sent in `Proxy-agent`.
+pub const AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,126 @@
+//! The `sluice` command: read the configuration, bind the listeners, serve until told to stop.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use sluice::config::{Config, EMBEDDED_NAME};
+use sluice::server::Proxy;
+
+/// A forward proxy for HTTPS egress: CONNECT tunnels, configured in nginx syntax.
+/// Without -c it listens on 127.0.0.1:3128 and tunnels to ports 443 and 563.
+#[derive(FromArgs)]
+struct Args {
+    /// the configuration file (nginx syntax)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+
+    /// test the configuration and exit, as nginx -t does
+    #[argh(switch, short = 't')]
+    test: bool,
+
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    version: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    if args.version {
+        println!("{}", sluice::AGENT);
+        return ExitCode::SUCCESS;
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+
+    let shown = args
+        .config
+        .as_ref()
+        .map_or_else(|| EMBEDDED_NAME.to_string(), |p| p.display().to_string());
+    let config = match &args.config {
+        Some(path) => Config::load(path),
+        None => Ok(Config::embedded()),
+    };
+    if args.test {
+        return test_config(config, &shown);
+    }
+    let config = match config {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("sluice: [emerg] {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
+    run(config)
+}
+
+/// `-t`: the same report as `nginx -t`, on standard error.
+fn test_config(config: Result<Config, sluice::config::ConfigError>, shown: &str) -> ExitCode {
+    match config {
+        Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("sluice: [warn] {warning}");
+            }
+            eprintln!("sluice: the configuration file {shown} syntax is ok");
+            eprintln!("sluice: configuration file {shown} test is successful");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("sluice: [emerg] {error}");
+            eprintln!("sluice: configuration file {shown} test failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sluice: [emerg] cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let proxy = match Proxy::bind(&config) {
+            Ok(proxy) => proxy,
+            Err(error) => {
+                eprintln!("sluice: [emerg] {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for (addr, origin) in proxy.listening() {
+            log::info!("listening on {addr} (listen in {origin})");
+        }
+        tokio::select! {
+            () = proxy.serve() => ExitCode::SUCCESS,
+            signal = shutdown_signal() => {
+                log::info!("{signal} received, exiting");
+                ExitCode::SUCCESS
+            }
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM, with the signal's name.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        unreachable!()
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

@@ -1,0 +1,268 @@
+//! Reading a request head from a client: up to the blank line, within size and time limits,
+//! then parsed by httparse and checked more strictly than httparse alone.
+//!
+//! Bytes that arrive after the head are not part of it: for a CONNECT they are the first bytes
+//! of the tunnel (a TLS ClientHello sent without waiting for the 200), and are handed back.
+
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::error::ProxyError;
+
+/// Size limits on a request head.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The request line, CRLF included.
+    pub line: usize,
+    /// The whole head, blank line included.
+    pub head: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            line: 8 * 1024,
+            head: 32 * 1024,
+        }
+    }
+}
+
+/// The most header fields a head may carry.
+const MAX_HEADERS: usize = 100;
+
+/// A parsed request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub method: String,
+    /// The request-target exactly as sent.
+    pub target: String,
+    /// The minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    pub headers: Vec<Header>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: Vec<u8>,
+}
+
+impl Head {
+    /// The first header of this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_slice())
+    }
+}
+
+/// How reading a head ended without producing one.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The client closed or reset before completing a head: there is nobody to answer.
+    Closed,
+    /// The client gets this error as its answer.
+    Refused(ProxyError),
+}
+
+impl From<ProxyError> for ReadError {
+    fn from(error: ProxyError) -> Self {
+        ReadError::Refused(error)
+    }
+}
+
+/// Reads one request head. Returns it with the bytes that followed it in the same reads.
+pub async fn read_head(
+    stream: &mut TcpStream,
+    limits: Limits,
+    timeout: Duration,
+) -> Result<(Head, Vec<u8>), ReadError> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = Vec::with_capacity(1024);
+    let mut scanned = 0;
+    loop {
+        if buf.len() >= limits.head {
+            return Err(too_large(&buf, limits).into());
+        }
+        let spare = (limits.head - buf.len()).min(8 * 1024);
+        let read = tokio::time::timeout_at(deadline, read_some(stream, &mut buf, spare)).await;
+        match read {
+            Err(_elapsed) if buf.is_empty() => return Err(ReadError::Closed),
+            Err(_elapsed) => return Err(ProxyError::HeadTimeout.into()),
+            Ok(Err(_)) | Ok(Ok(0)) => return Err(ReadError::Closed),
+            Ok(Ok(_)) => {}
+        }
+        if let Some(end) = find_head_end(&buf, scanned) {
+            let head = parse_head(&buf[..end], limits)?;
+            return Ok((head, buf.split_off(end)));
+        }
+        if first_line_len(&buf).unwrap_or(buf.len()) > limits.line {
+            return Err(ProxyError::RequestLineTooLong.into());
+        }
+        scanned = buf.len().saturating_sub(3);
+    }
+}
+
+async fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + max, 0);
+    let result = stream.read(&mut buf[start..]).await;
+    buf.truncate(start + *result.as_ref().unwrap_or(&0));
+    result
+}
+
+/// The offset just past the `\r\n\r\n` that ends the head, searching from `from`.
+fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    buf[from..]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| from + p + 4)
+}
+
+fn first_line_len(buf: &[u8]) -> Option<usize> {
+    buf.iter().position(|&b| b == b'\n').map(|p| p + 1)
+}
+
+fn too_large(buf: &[u8], limits: Limits) -> ProxyError {
+    match first_line_len(buf) {
+        Some(len) if len <= limits.line => ProxyError::HeadTooLarge,
+        _ => ProxyError::RequestLineTooLong,
+    }
+}
+
+/// Parses a complete head (ending in `\r\n\r\n`).
+pub fn parse_head(bytes: &[u8], limits: Limits) -> Result<Head, ProxyError> {
+    if first_line_len(bytes).is_some_and(|len| len > limits.line) {
+        return Err(ProxyError::RequestLineTooLong);
+    }
+    check_line_endings(bytes)?;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => {
+            return Err(ProxyError::BadRequest("incomplete request head".into()));
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(ProxyError::HeadTooLarge),
+        Err(e) => {
+            return Err(ProxyError::BadRequest(format!(
+                "malformed request: {}",
+                describe(e)
+            )));
+        }
+    }
+    let (Some(method), Some(target), Some(version)) =
+        (request.method, request.path, request.version)
+    else {
+        return Err(ProxyError::BadRequest("incomplete request line".into()));
+    };
+    Ok(Head {
+        method: method.to_string(),
+        target: target.to_string(),
+        version,
+        headers: request
+            .headers
+            .iter()
+            .map(|h| Header {
+                name: h.name.to_string(),
+                value: h.value.to_vec(),
+            })
+            .collect(),
+    })
+}
+
+/// httparse accepts a bare `\n` as a line ending; HTTP/1.1 parsers that disagree about line
+/// endings are how requests get smuggled, so sluice accepts only `\r\n`.
+fn check_line_endings(bytes: &[u8]) -> Result<(), ProxyError> {
+    let bare_lf = bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'));
+    let bare_cr = bytes
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\r' && bytes.get(i + 1) != Some(&b'\n'));
+    if bare_lf || bare_cr {
+        return Err(ProxyError::BadRequest(
+            "malformed request: lines must end in CRLF".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn describe(error: httparse::Error) -> &'static str {
+    match error {
+        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid token in the request line",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "invalid HTTP version",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Head, ProxyError> {
+        parse_head(text.as_bytes(), Limits::default())
+    }
+
+    #[test]
+    fn parses_a_connect_head() {
+        let head =
+            parse("CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n").unwrap();
+        assert_eq!(head.method, "CONNECT");
+        assert_eq!(head.target, "example.org:443");
+        assert_eq!(head.version, 1);
+        assert_eq!(head.header("host"), Some(&b"example.org:443"[..]));
+    }
+
+    #[test]
+    fn refuses_what_smuggling_relies_on() {
+        let bad = [
+            "CONNECT a:443 HTTP/1.1\nHost: a\r\n\r\n", // bare LF
+            "CONNECT a:443 HTTP/1.1\r\nHost: a\rX: y\r\n\r\n", // bare CR
+            "CONNECT a:443 HTTP/1.1\r\nHost : a\r\n\r\n", // space before colon
+            "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", // obs-fold
+            "CONNECT a:443 HTTP/1.1\r\nHo\0st: a\r\n\r\n", // NUL
+            "CONNECT a:443 HTTP/2.0\r\n\r\n",
+            "CONNECT  a:443 HTTP/1.1\r\n\r\n",
+            "CONNECT a:443\r\n\r\n",
+        ];
+        for text in bad {
+            assert!(
+                matches!(parse(text), Err(ProxyError::BadRequest(_))),
+                "{text:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_headers_is_too_large() {
+        let mut text = String::from("CONNECT a:443 HTTP/1.1\r\n");
+        for i in 0..=MAX_HEADERS {
+            text.push_str(&format!("X-{i}: y\r\n"));
+        }
+        text.push_str("\r\n");
+        assert!(matches!(parse(&text), Err(ProxyError::HeadTooLarge)));
+    }
+
+    #[test]
+    fn finds_the_end_of_the_head_across_reads() {
+        let buf = b"CONNECT a:1 HTTP/1.1\r\n\r\nEARLY";
+        assert_eq!(find_head_end(buf, 0), Some(buf.len() - 5));
+        assert_eq!(find_head_end(buf, 20), Some(buf.len() - 5));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r", 0), None);
+    }
+}
