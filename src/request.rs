@@ -88,10 +88,16 @@ pub async fn read_head(
         if buf.len() >= limits.head {
             return Err(too_large(&buf, limits).into());
         }
-        let spare = (limits.head - buf.len()).min(8 * 1024);
-        let read = tokio::time::timeout_at(deadline, read_some(stream, &mut buf, spare)).await;
+        let filled = buf.len();
+        buf.resize(filled + (limits.head - filled).min(8 * 1024), 0);
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..])).await;
+        let received = match &read {
+            Ok(Ok(n)) => *n,
+            _ => 0,
+        };
+        buf.truncate(filled + received);
         match read {
-            Err(_elapsed) if buf.is_empty() => return Err(ReadError::Closed),
+            Err(_elapsed) if filled == 0 => return Err(ReadError::Closed),
             Err(_elapsed) => return Err(ProxyError::HeadTimeout.into()),
             Ok(Err(_)) | Ok(Ok(0)) => return Err(ReadError::Closed),
             Ok(Ok(_)) => {}
@@ -105,18 +111,6 @@ pub async fn read_head(
         }
         scanned = buf.len().saturating_sub(3);
     }
-}
-
-async fn read_some(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + max, 0);
-    let result = stream.read(&mut buf[start..]).await;
-    buf.truncate(start + *result.as_ref().unwrap_or(&0));
-    result
 }
 
 /// The offset just past the `\r\n\r\n` that ends the head, searching from `from`.

@@ -1,0 +1,243 @@
+//! Real clients and real configs: `curl -x` through tunnels (plain HTTP and TLS inside), the
+//! embedded default configuration, and the nginx server block users paste.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BODY: &str = "hello from origin";
+
+/// A minimal HTTP origin: answers every request with [`BODY`] and closes.
+async fn http_origin(addr: &str) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+                    BODY.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Runs curl with a time limit and returns (HTTP code, body).
+async fn curl(args: &[&str]) -> (String, String) {
+    let mut full = vec![
+        "--silent",
+        "--show-error",
+        "--max-time",
+        "10",
+        "--write-out",
+        "\n%{http_code}",
+    ];
+    full.extend_from_slice(args);
+    let output = tokio::process::Command::new("curl")
+        .args(&full)
+        .output()
+        .await
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_string(), body.to_string())
+}
+
+#[tokio::test]
+async fn curl_tunnels_plain_http_through_connect() {
+    if !have("curl") {
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let origin = http_origin("127.0.0.1:0").await.unwrap();
+    let proxy = Proxy::start(&open_config(""));
+    let proxy_url = format!("http://{}", proxy.addr());
+    // -p: tunnel through CONNECT even for http:// URLs.
+    let (code, body) = curl(&["-p", "-x", &proxy_url, &format!("http://{origin}/")]).await;
+    assert_eq!((code.as_str(), body.as_str()), ("200", BODY));
+}
+
+/// `openssl s_server` with a fresh self-signed certificate, stopped on drop.
+struct TlsOrigin {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for TlsOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn tls_origin() -> Option<TlsOrigin> {
+    let dir = temp_dir();
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    if !made.success() {
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-accept",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let origin = TlsOrigin { child, port };
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Some(origin);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn curl_reaches_a_tls_origin_through_the_tunnel() {
+    if !have("curl") || !have("openssl") {
+        eprintln!("skipped: curl or openssl is not installed");
+        return;
+    }
+    let Some(origin) = tls_origin().await else {
+        eprintln!("skipped: openssl s_server did not start");
+        return;
+    };
+    let proxy = Proxy::start(&open_config(""));
+    let proxy_url = format!("http://{}", proxy.addr());
+    let url = format!("https://localhost:{}/", origin.port);
+    let (code, body) = curl(&["--insecure", "-x", &proxy_url, &url]).await;
+    assert_eq!(code, "200", "{body}");
+    // s_server -www answers with a page describing the TLS session.
+    assert!(body.contains("Cipher"), "{body}");
+}
+
+/// Binds 127.0.0.1:443 for an origin, if this user may (tests that need the default port
+/// list run only then).
+async fn origin_on_443() -> Option<SocketAddr> {
+    http_origin("127.0.0.1:443").await.ok()
+}
+
+#[tokio::test]
+async fn the_embedded_default_and_the_pasted_nginx_block_both_tunnel_to_443() {
+    let Some(origin) = origin_on_443().await else {
+        eprintln!("skipped: cannot bind 127.0.0.1:443 here");
+        return;
+    };
+
+    // The embedded default: no -c at all, 127.0.0.1:3128.
+    if std::net::TcpListener::bind("127.0.0.1:3128").is_ok() {
+        let proxy = Proxy::spawn(&[], 1, temp_dir());
+        assert_eq!(proxy.addr(), "127.0.0.1:3128".parse().unwrap());
+        tunnel(proxy.addr(), &origin.to_string()).await;
+        let (_, head) = connect(proxy.addr(), "127.0.0.1:8443").await;
+        assert!(
+            head.starts_with("HTTP/1.1 403 "),
+            "8443 must be refused: {head:?}"
+        );
+        if have("curl") {
+            let (code, body) =
+                curl(&["-p", "-x", "http://127.0.0.1:3128", "http://127.0.0.1:443/"]).await;
+            assert_eq!((code.as_str(), body.as_str()), ("200", BODY));
+        }
+    } else {
+        eprintln!("skipped the embedded default: 127.0.0.1:3128 is in use");
+    }
+
+    // The block from a real nginx + proxy_connect deployment, verbatim.
+    let seed = "\
+server {
+    listen 10101 default_server;
+    resolver 8.8.8.8;
+    resolver_timeout 3s;
+    proxy_connect;
+    root /data/www;
+    index index.html;
+    location / {
+        proxy_pass http://$http_host$request_uri;
+        proxy_set_header Host $http_host;
+    }
+}
+";
+    if std::net::TcpListener::bind("0.0.0.0:10101").is_err() {
+        eprintln!("skipped the seed block: port 10101 is in use");
+        return;
+    }
+    let proxy = Proxy::start(seed);
+    assert_eq!(proxy.addr(), "0.0.0.0:10101".parse().unwrap());
+    let log = proxy.log();
+    assert!(log.contains("\"root\" directive is ignored"), "{log}");
+    assert!(log.contains("\"index\" directive is ignored"), "{log}");
+    let via = "127.0.0.1:10101".parse().unwrap();
+    let mut stream = tunnel(via, &origin.to_string()).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.ends_with(BODY), "{answer}");
+}

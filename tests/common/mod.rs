@@ -1,0 +1,313 @@
+//! Shared pieces of the integration tests: the real `sluice` binary started on a config, and
+//! small loopback origins (echo, sink, source) that the tests dial through it.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A running `sluice` process, stopped (by its PID) when dropped.
+pub struct Proxy {
+    child: Child,
+    /// The bound listener addresses, in config order.
+    pub addrs: Vec<SocketAddr>,
+    log: Arc<Mutex<String>>,
+    dir: PathBuf,
+}
+
+impl Proxy {
+    /// Starts sluice on `config`, which should `listen` on port 0; waits for its one listener.
+    pub fn start(config: &str) -> Proxy {
+        Proxy::start_with(config, 1)
+    }
+
+    /// Starts sluice and waits until it logs `listeners` bound addresses.
+    pub fn start_with(config: &str, listeners: usize) -> Proxy {
+        let dir = temp_dir();
+        let path = dir.join("proxy.conf");
+        std::fs::write(&path, config).unwrap();
+        Proxy::spawn(&["-c", path.to_str().unwrap()], listeners, dir)
+    }
+
+    /// Starts sluice with these arguments exactly (for the embedded default).
+    pub fn spawn(args: &[&str], listeners: usize, dir: PathBuf) -> Proxy {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sluice starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let log_writer = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let addr = addr.split_whitespace().next().unwrap_or_default();
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
+                let mut log = log_writer.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut addrs = Vec::new();
+        while addrs.len() < listeners {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(addr) => addrs.push(addr),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("sluice did not start; its log:\n{}", log.lock().unwrap());
+                }
+            }
+        }
+        Proxy {
+            child,
+            addrs,
+            log,
+            dir,
+        }
+    }
+
+    /// The first listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Everything sluice has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fresh directory for one test's files.
+pub fn temp_dir() -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-test-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A config with one loopback listener on a free port that may CONNECT anywhere.
+pub fn open_config(extra: &str) -> String {
+    format!(
+        "server {{\n    listen 127.0.0.1:0;\n    proxy_connect;\n    proxy_connect_allow all;\n{extra}\n}}\n"
+    )
+}
+
+/// Starts a server on `addr` that runs `handle` for every connection.
+pub async fn serve<F, Fut>(addr: &str, handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let local = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(handle(stream));
+        }
+    });
+    local
+}
+
+/// Echoes everything back; passes the client's FIN on after the last byte.
+pub async fn echo_server() -> SocketAddr {
+    serve("127.0.0.1:0", |mut stream| async move {
+        let (mut r, mut w) = stream.split();
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = w.shutdown().await;
+    })
+    .await
+}
+
+/// Reads to end of stream, then answers `"<bytes> <fnv64 hash>\n"` and closes: its answer can
+/// only arrive if the half-close was passed on and the other direction still flows.
+pub async fn sink_server() -> SocketAddr {
+    serve("127.0.0.1:0", |mut stream| async move {
+        let mut hasher = Fnv::default();
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => hasher.write(&buf[..n]),
+                Err(_) => return,
+            }
+        }
+        let _ = stream
+            .write_all(format!("{} {:016x}\n", hasher.len, hasher.hash).as_bytes())
+            .await;
+        let _ = stream.shutdown().await;
+    })
+    .await
+}
+
+/// Sends `len` bytes of [`pattern`] and closes.
+pub async fn source_server(len: usize) -> SocketAddr {
+    serve("127.0.0.1:0", move |mut stream| async move {
+        let data = pattern(len, 7);
+        let _ = stream.write_all(&data).await;
+        let _ = stream.shutdown().await;
+    })
+    .await
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different for each seed.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// FNV-1a, 64-bit: enough to compare streams byte for byte without holding them.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv {
+    pub hash: u64,
+    pub len: u64,
+}
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv {
+            hash: 0xcbf2_9ce4_8422_2325,
+            len: 0,
+        }
+    }
+}
+
+impl Fnv {
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.hash = (self.hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.len += bytes.len() as u64;
+    }
+
+    pub fn of(bytes: &[u8]) -> Fnv {
+        let mut fnv = Fnv::default();
+        fnv.write(bytes);
+        fnv
+    }
+}
+
+/// The exact success answer of the default configuration.
+pub fn established() -> String {
+    format!(
+        "HTTP/1.1 200 Connection Established\r\nProxy-agent: sluice/{}\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Sends `CONNECT target` and returns the stream positioned after the response head, with
+/// the head itself.
+pub async fn connect(proxy: SocketAddr, target: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut stream).await;
+    (stream, head)
+}
+
+/// Opens a tunnel and insists it succeeded.
+pub async fn tunnel(proxy: SocketAddr, target: &str) -> TcpStream {
+    let (stream, head) = connect(proxy, target).await;
+    assert!(
+        head.starts_with("HTTP/1.1 200 "),
+        "CONNECT {target} got {head:?}"
+    );
+    stream
+}
+
+/// Reads a response head byte by byte, so nothing after it is consumed.
+pub async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte)).await {
+            Ok(Ok(1)) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// A whole error response: head and body, read to the close the proxy must send after it.
+pub struct ErrorResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+/// Writes raw bytes as a request and reads the whole answer up to the close.
+pub async fn exchange(proxy: SocketAddr, request: &[u8]) -> ErrorResponse {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_to_close(&mut stream).await
+}
+
+/// Reads an answer and then insists on the close that must follow it.
+pub async fn read_to_close(stream: &mut TcpStream) -> ErrorResponse {
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut all)).await;
+    assert!(read.is_ok(), "the proxy did not close the connection");
+    let text = String::from_utf8_lossy(&all).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    ErrorResponse {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+impl ErrorResponse {
+    /// Checks what every error answer must have: Content-Length matching the body, and
+    /// `Connection: close`.
+    pub fn assert_well_formed(&self) {
+        assert!(
+            self.head.contains("\r\nConnection: close"),
+            "no Connection: close in {:?}",
+            self.head
+        );
+        let length = format!("\r\nContent-Length: {}", self.body.len());
+        assert!(
+            self.head.contains(&length),
+            "{:?} / {:?}",
+            self.head,
+            self.body
+        );
+    }
+}
