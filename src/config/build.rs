@@ -392,6 +392,13 @@ impl Builder<'_> {
             }
         }
         for addr in addrs {
+            if addr.ip().is_unspecified() {
+                self.warnings.push(format!(
+                    "listening on {addr}: every host that can reach this port may use the proxy; \
+                     restrict it with a firewall or listen on a specific address, in {}",
+                    self.origin(directive.line)
+                ));
+            }
             server.listen.push(Listen {
                 addr,
                 origin: self.origin(directive.line),

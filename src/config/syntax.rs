@@ -15,11 +15,16 @@ pub struct Directive {
     pub block: Option<Vec<Directive>>,
 }
 
+/// Blocks nested deeper than this are refused: real configs nest three deep, and the parser
+/// recurses once per level.
+const MAX_DEPTH: usize = 32;
+
 /// Parses a whole file's tokens into its top-level directives.
 pub fn parse(tokens: &[Located], file: &str) -> Result<Vec<Directive>, ConfigError> {
     let mut parser = Parser {
         tokens,
         pos: 0,
+        depth: 0,
         file,
     };
     let directives = parser.block_body(None)?;
@@ -29,6 +34,7 @@ pub fn parse(tokens: &[Located], file: &str) -> Result<Vec<Directive>, ConfigErr
 struct Parser<'a> {
     tokens: &'a [Located],
     pos: usize,
+    depth: usize,
     file: &'a str,
 }
 
@@ -71,7 +77,16 @@ impl Parser<'_> {
                     });
                 }
                 Token::OpenBrace => {
+                    if self.depth == MAX_DEPTH {
+                        return Err(ConfigError::at(
+                            self.file,
+                            next.line,
+                            "blocks are nested too deeply",
+                        ));
+                    }
+                    self.depth += 1;
                     let block = self.block_body(Some(next.line))?;
+                    self.depth -= 1;
                     return Ok(Directive {
                         name,
                         args,
@@ -144,5 +159,14 @@ mod tests {
         );
         assert_eq!(parse_str(";").unwrap_err(), "unexpected \";\" in t.conf:1");
         assert_eq!(parse_str("{}").unwrap_err(), "unexpected \"{\" in t.conf:1");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let text = "a {".repeat(100_000);
+        assert_eq!(
+            parse_str(&text).unwrap_err(),
+            "blocks are nested too deeply in t.conf:1"
+        );
     }
 }
