@@ -1,8 +1,9 @@
 //! One client connection, from its first byte to its close.
 //!
-//! Read the head; if it is a CONNECT this server may serve, resolve and dial the target, answer
-//! `200`, and hand both sockets to the tunnel. Any failure before the `200` becomes one error
-//! response, written here and nowhere else, followed by a close.
+//! Read a head. A CONNECT this server may serve is resolved and dialled, answered `200`, and
+//! the connection becomes a tunnel. An absolute-form request is forwarded, and the connection
+//! reads its next request if both sides allow it. Any failure before the client got an answer
+//! becomes one error response, written here and nowhere else, followed by a close.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,64 +14,101 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::{ConnectVar, Server};
-use crate::dial::{DialOptions, dial};
+use crate::dial::DialOptions;
 use crate::error::ProxyError;
+use crate::forward::{self, Next, Pool};
 use crate::request::{Head, Limits, ReadError, read_head};
 use crate::resolve::Resolver;
+use crate::stream::{Conn, reset};
 use crate::target::Target;
-use crate::tunnel;
+use crate::tunnel::{self, Early};
+use crate::upstream;
 
 /// Everything a connection accepted by one `server` block needs.
 pub struct ServerContext {
     pub config: Server,
     pub resolver: Resolver,
     pub limits: Limits,
+    /// Idle upstream connections for forwarded requests.
+    pub pool: Pool,
+}
+
+impl ServerContext {
+    /// Whether any location forwards plain-HTTP requests.
+    fn forwards(&self) -> bool {
+        self.config.locations.iter().any(|l| l.proxy_pass)
+    }
 }
 
 /// Serves one client connection to its end.
-pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>) {
-    let _ = client.set_nodelay(true);
-    let (head, early) =
-        match read_head(&mut client, ctx.limits, ctx.config.client_header_timeout).await {
-            Ok(read) => read,
-            Err(ReadError::Closed) => return,
-            Err(ReadError::Refused(error)) => {
-                log::debug!("{peer}: {error}");
-                return refuse(client, &error).await;
-            }
-        };
-    let started = Instant::now();
-    let (target, upstream) = match open_tunnel(&head, &ctx).await {
-        Ok(opened) => opened,
-        Err(error) => {
-            let (status, _) = error.status();
-            if status >= 500 {
-                log::warn!(
-                    "{peer} \"{} {}\": {status}: {error}",
-                    head.method,
-                    head.target
-                );
-            } else {
-                log::debug!(
-                    "{peer} \"{} {}\": {status}: {error}",
-                    head.method,
-                    head.target
-                );
-            }
-            return refuse(client, &error).await;
+pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>) {
+    let _ = stream.set_nodelay(true);
+    let mut client = Conn::new(stream);
+    let config = &ctx.config;
+    let mut idle = config.client_header_timeout;
+    loop {
+        let head =
+            match read_head(&mut client, ctx.limits, idle, config.client_header_timeout).await {
+                Ok(head) => head,
+                Err(ReadError::Closed) => return,
+                Err(ReadError::Refused(error)) => {
+                    log::debug!("{peer}: {error}");
+                    return refuse(client.stream, &error).await;
+                }
+            };
+        if head.method == "CONNECT" {
+            return connect(client, peer, &head, &ctx).await;
         }
+        if !ctx.forwards() {
+            return refuse_logged(client.stream, peer, &head, &not_connect(&head)).await;
+        }
+        match forward::forward(&mut client, &head, peer, &ctx).await {
+            Ok(Next::KeepAlive) => idle = config.keepalive_timeout,
+            Ok(Next::Close) => return linger_close(client.stream).await,
+            Ok(Next::Abort) => return reset(&client.stream),
+            Ok(Next::Upgrade {
+                upstream,
+                early_down,
+            }) => {
+                let early = Early {
+                    up: client.buf.take(),
+                    down: early_down,
+                };
+                let outcome =
+                    tunnel::run(client.stream, upstream, early, config.data_timeout).await;
+                log::debug!(
+                    "{peer} upgraded connection for {} ended: {outcome:?}",
+                    head.target
+                );
+                return;
+            }
+            Err(error) => return refuse_logged(client.stream, peer, &head, &error).await,
+        }
+    }
+}
+
+/// Serves a CONNECT: policy, resolve, dial, `200`, tunnel.
+async fn connect(mut client: Conn, peer: SocketAddr, head: &Head, ctx: &ServerContext) {
+    let started = Instant::now();
+    let (target, upstream) = match open_tunnel(head, ctx).await {
+        Ok(opened) => opened,
+        Err(error) => return refuse_logged(client.stream, peer, head, &error).await,
     };
     let upstream_addr = upstream.peer_addr().ok();
     let response = established_response(&ctx.config, &target, upstream_addr);
     let sent = tokio::time::timeout(
         ctx.config.data_timeout,
-        client.write_all(response.as_bytes()),
+        client.stream.write_all(response.as_bytes()),
     )
     .await;
     if !matches!(sent, Ok(Ok(()))) {
         return;
     }
-    let outcome = tunnel::run(client, upstream, early, ctx.config.data_timeout).await;
+    let early = Early {
+        up: client.buf.take(),
+        down: Vec::new(),
+    };
+    let outcome = tunnel::run(client.stream, upstream, early, ctx.config.data_timeout).await;
     log::debug!(
         "{peer} tunnel to {target} ({}) ended after {:?}: {} bytes up, {} down, {:?}",
         upstream_addr.map_or_else(|| "?".to_string(), |a| a.to_string()),
@@ -81,12 +119,9 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServerConte
     );
 }
 
-/// Checks the request against this server's policy, then resolves and dials its target.
+/// Checks a CONNECT against this server's policy, then resolves and dials its target.
 async fn open_tunnel(head: &Head, ctx: &ServerContext) -> Result<(Target, TcpStream), ProxyError> {
     let config = &ctx.config;
-    if head.method != "CONNECT" {
-        return Err(not_connect(head));
-    }
     if !config.proxy_connect {
         return Err(ProxyError::ConnectDisabled);
     }
@@ -94,19 +129,16 @@ async fn open_tunnel(head: &Head, ctx: &ServerContext) -> Result<(Target, TcpStr
     if !config.connect_ports.allows(target.port) {
         return Err(ProxyError::PortNotAllowed(target.port));
     }
-    let addrs = match config.connect_address {
-        Some((ip, port)) => vec![SocketAddr::new(ip, port.unwrap_or(target.port))],
-        None => ctx.resolver.resolve(&target).await?,
-    };
     let options = DialOptions {
         timeout: config.connect_timeout,
         bind: config.connect_bind,
     };
-    let upstream = dial(&addrs, &target.to_string(), options).await?;
+    let upstream =
+        upstream::connect(&ctx.resolver, &target, config.connect_address, options).await?;
     Ok((target, upstream))
 }
 
-/// The answer to anything but CONNECT, until plain-HTTP forwarding exists.
+/// The answer to anything but CONNECT on a server that does not forward.
 fn not_connect(head: &Head) -> ProxyError {
     if head.target.starts_with('/') || head.target == "*" {
         ProxyError::BadRequest(
@@ -144,15 +176,37 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How much of it is read and thrown away.
 const LINGER_BYTES: usize = 64 * 1024;
 
-/// Writes the error response and closes. Bytes the client already sent are drained for a
-/// moment first: closing with unread data makes the kernel send a reset, which can destroy the
-/// response before the client reads it (nginx's "lingering close").
-async fn refuse(mut client: TcpStream, error: &ProxyError) {
-    let response = error.response();
-    let written = tokio::time::timeout(LINGER, client.write_all(&response)).await;
-    if !matches!(written, Ok(Ok(()))) {
-        return;
+/// Logs why a request was refused (server-side failures louder) and refuses it.
+async fn refuse_logged(client: TcpStream, peer: SocketAddr, head: &Head, error: &ProxyError) {
+    let (status, _) = error.status();
+    if status >= 500 {
+        log::warn!(
+            "{peer} \"{} {}\": {status}: {error}",
+            head.method,
+            head.target
+        );
+    } else {
+        log::debug!(
+            "{peer} \"{} {}\": {status}: {error}",
+            head.method,
+            head.target
+        );
     }
+    refuse(client, error).await;
+}
+
+/// Writes the error response and closes.
+async fn refuse(mut client: TcpStream, error: &ProxyError) {
+    let written = tokio::time::timeout(LINGER, client.write_all(&error.response())).await;
+    if matches!(written, Ok(Ok(()))) {
+        linger_close(client).await;
+    }
+}
+
+/// Closes after a complete answer. Bytes the client already sent are drained for a moment
+/// first: closing with unread data makes the kernel send a reset, which can destroy the answer
+/// before the client reads it (nginx's "lingering close").
+async fn linger_close(mut client: TcpStream) {
     let _ = client.shutdown().await;
     let _ = tokio::time::timeout(LINGER, async {
         let mut sink = [0u8; 4096];

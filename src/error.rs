@@ -23,6 +23,10 @@ pub enum ProxyError {
     ConnectDisabled,
     /// `proxy_connect_allow` does not list the port.
     PortNotAllowed(u16),
+    /// `proxy_http_allow` does not list the port of a forwarded request.
+    ForwardPortNotAllowed(u16),
+    /// The request body did not arrive in time.
+    BodyTimeout,
     /// The name did not resolve to any usable address.
     ResolveFailed { host: String, reason: String },
     /// The name did not resolve within `resolver_timeout`.
@@ -31,6 +35,10 @@ pub enum ProxyError {
     ConnectFailed { target: String, error: io::Error },
     /// No address answered within `proxy_connect_connect_timeout`.
     ConnectTimeout { target: String },
+    /// The origin's answer was missing or unusable.
+    BadGateway(String),
+    /// The origin did not answer within `proxy_read_timeout`.
+    GatewayTimeout(String),
 }
 
 impl ProxyError {
@@ -40,17 +48,19 @@ impl ProxyError {
             ProxyError::BadRequest(_) => (400, "Bad Request"),
             ProxyError::RequestLineTooLong => (414, "URI Too Long"),
             ProxyError::HeadTooLarge => (431, "Request Header Fields Too Large"),
-            ProxyError::HeadTimeout => (408, "Request Timeout"),
+            ProxyError::HeadTimeout | ProxyError::BodyTimeout => (408, "Request Timeout"),
             ProxyError::MethodNotAllowed(_) | ProxyError::ConnectDisabled => {
                 (405, "Method Not Allowed")
             }
-            ProxyError::PortNotAllowed(_) => (403, "Forbidden"),
-            ProxyError::ResolveFailed { .. } | ProxyError::ConnectFailed { .. } => {
-                (502, "Bad Gateway")
+            ProxyError::PortNotAllowed(_) | ProxyError::ForwardPortNotAllowed(_) => {
+                (403, "Forbidden")
             }
-            ProxyError::ResolveTimeout { .. } | ProxyError::ConnectTimeout { .. } => {
-                (504, "Gateway Timeout")
-            }
+            ProxyError::ResolveFailed { .. }
+            | ProxyError::ConnectFailed { .. }
+            | ProxyError::BadGateway(_) => (502, "Bad Gateway"),
+            ProxyError::ResolveTimeout { .. }
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::GatewayTimeout(_) => (504, "Gateway Timeout"),
         }
     }
 
@@ -91,6 +101,11 @@ impl fmt::Display for ProxyError {
             ProxyError::PortNotAllowed(port) => {
                 write!(f, "CONNECT to port {port} is not allowed")
             }
+            ProxyError::ForwardPortNotAllowed(port) => {
+                write!(f, "forwarding to port {port} is not allowed")
+            }
+            ProxyError::BodyTimeout => f.write_str("the request body did not arrive in time"),
+            ProxyError::BadGateway(why) | ProxyError::GatewayTimeout(why) => f.write_str(why),
             ProxyError::ResolveFailed { host, reason } => {
                 write!(f, "cannot resolve \"{host}\": {reason}")
             }

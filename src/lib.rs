@@ -4,8 +4,11 @@
 //!
 //! ```text
 //! server ──accept──▶ connection ──read head──▶ request ──▶ target + policy
-//!                                                             │
-//!                              resolve ──▶ dial ──▶ "200" ──▶ tunnel
+//!                        ▲                                    │
+//!                        │       CONNECT ◀────────────────────┴────────────▶ absolute URI
+//!                        │          │                                           │
+//!                        │   upstream (resolve ▶ dial) ▶ "200" ▶ tunnel    forward ▶ upstream (or pool)
+//!                        └───────────────── keep-alive: next request ◀──────────┘
 //! ```
 //!
 //! - [`server`] binds the listeners of every `server { }` block and accepts connections.
@@ -15,19 +18,25 @@
 //! - [`target`] parses the CONNECT authority (`host:port`, `[v6]:port`).
 //! - [`resolve`] turns a host name into addresses (hickory-resolver, `resolver` directive).
 //! - [`dial`] connects upstream: several addresses, a timeout, a source address.
+//! - [`upstream`] is the one path to an origin: [`resolve`] then [`dial`].
 //! - [`tunnel`] moves bytes both ways, passing half-closes on, until both directions are done.
+//! - [`forward`] forwards plain-HTTP requests: header hygiene, strict framing, streamed bodies,
+//!   an idle upstream pool; [`stream`] is the buffered socket it and [`request`] read from.
 //! - [`config`] reads the nginx-syntax configuration; [`template`] expands `$variables`.
 
 pub mod config;
 pub mod connection;
 pub mod dial;
 pub mod error;
+pub mod forward;
 pub mod request;
 pub mod resolve;
 pub mod server;
+pub mod stream;
 pub mod target;
 pub mod template;
 pub mod tunnel;
+pub mod upstream;
 
 /// `sluice/<version>`, as sent in `Proxy-agent`.
 pub const AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));

@@ -6,11 +6,8 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
-use tokio::time::Instant;
-
 use crate::error::ProxyError;
+use crate::stream::{Conn, HeadError};
 
 /// Size limits on a request head.
 #[derive(Debug, Clone, Copy)]
@@ -75,50 +72,28 @@ impl From<ProxyError> for ReadError {
     }
 }
 
-/// Reads one request head. Returns it with the bytes that followed it in the same reads.
+/// Reads one request head from `conn`, leaving whatever follows it in `conn.buf`.
+///
+/// Waits up to `idle` for the first byte (a keep-alive connection between requests), then
+/// allows `timeout` for the whole head. A client that sends nothing is closed silently; one
+/// that starts a head and stalls gets a 408.
 pub async fn read_head(
-    stream: &mut TcpStream,
+    conn: &mut Conn,
     limits: Limits,
+    idle: Duration,
     timeout: Duration,
-) -> Result<(Head, Vec<u8>), ReadError> {
-    let deadline = Instant::now() + timeout;
-    let mut buf = Vec::with_capacity(1024);
-    let mut scanned = 0;
-    loop {
-        if buf.len() >= limits.head {
-            return Err(too_large(&buf, limits).into());
-        }
-        let filled = buf.len();
-        buf.resize(filled + (limits.head - filled).min(8 * 1024), 0);
-        let read = tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..])).await;
-        let received = match &read {
-            Ok(Ok(n)) => *n,
-            _ => 0,
-        };
-        buf.truncate(filled + received);
-        match read {
-            Err(_elapsed) if filled == 0 => return Err(ReadError::Closed),
-            Err(_elapsed) => return Err(ProxyError::HeadTimeout.into()),
-            Ok(Err(_)) | Ok(Ok(0)) => return Err(ReadError::Closed),
-            Ok(Ok(_)) => {}
-        }
-        if let Some(end) = find_head_end(&buf, scanned) {
-            let head = parse_head(&buf[..end], limits)?;
-            return Ok((head, buf.split_off(end)));
-        }
-        if first_line_len(&buf).unwrap_or(buf.len()) > limits.line {
-            return Err(ProxyError::RequestLineTooLong.into());
-        }
-        scanned = buf.len().saturating_sub(3);
-    }
-}
-
-/// The offset just past the `\r\n\r\n` that ends the head, searching from `from`.
-fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
-    buf[from..]
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| from + p + 4)
+) -> Result<Head, ReadError> {
+    let end = conn
+        .read_head(limits.head, idle, timeout)
+        .await
+        .map_err(|error| match error {
+            HeadError::Silent | HeadError::Idle | HeadError::Closed => ReadError::Closed,
+            HeadError::TimedOut => ProxyError::HeadTimeout.into(),
+            HeadError::TooLarge => too_large(conn.buf.data(), limits).into(),
+        })?;
+    let head = parse_head(&conn.buf.data()[..end], limits)?;
+    conn.buf.consume(end);
+    Ok(head)
 }
 
 fn first_line_len(buf: &[u8]) -> Option<usize> {
@@ -250,13 +225,5 @@ mod tests {
         }
         text.push_str("\r\n");
         assert!(matches!(parse(&text), Err(ProxyError::HeadTooLarge)));
-    }
-
-    #[test]
-    fn finds_the_end_of_the_head_across_reads() {
-        let buf = b"CONNECT a:1 HTTP/1.1\r\n\r\nEARLY";
-        assert_eq!(find_head_end(buf, 0), Some(buf.len() - 5));
-        assert_eq!(find_head_end(buf, 20), Some(buf.len() - 5));
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r", 0), None);
     }
 }

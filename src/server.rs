@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{Config, Listen, Origin};
 use crate::connection::{self, ServerContext};
+use crate::forward::Pool;
 use crate::request::Limits;
 use crate::resolve::Resolver;
 
@@ -45,6 +46,7 @@ impl Proxy {
                 config: server.clone(),
                 resolver,
                 limits: Limits::default(),
+                pool: Pool::default(),
             });
             for listen in &server.listen {
                 let socket = bind_one(listen).map_err(|e| {

@@ -46,33 +46,48 @@ impl Target {
         if text.contains(['/', '?', '#']) {
             return Err(bad("expected host:port, not a URL"));
         }
+        Target::parse_host_port(text, None).map_err(bad)
+    }
+
+    /// Parses `host[:port]` or `[v6][:port]`; without a port, `default_port` applies (an
+    /// error if there is none). An empty port after the colon also means the default.
+    pub fn parse_host_port(text: &str, default_port: Option<u16>) -> Result<Target, &'static str> {
         if text.contains('@') {
-            return Err(bad("user information is not allowed"));
+            return Err("user information is not allowed");
         }
         let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-            let (literal, after) = rest.split_once(']').ok_or_else(|| bad("unclosed \"[\""))?;
-            let ip: Ipv6Addr = literal.parse().map_err(|_| bad("invalid IPv6 address"))?;
-            let port = after
-                .strip_prefix(':')
-                .ok_or_else(|| bad("a port is required"))?;
+            let (literal, after) = rest.split_once(']').ok_or("unclosed \"[\"")?;
+            let ip: Ipv6Addr = literal.parse().map_err(|_| "invalid IPv6 address")?;
+            let port = match after {
+                "" => None,
+                _ => Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or("invalid characters after \"]\"")?,
+                ),
+            };
             (Host::Ip(IpAddr::V6(ip)), port)
         } else {
-            let (host, port) = text
-                .rsplit_once(':')
-                .ok_or_else(|| bad("a port is required"))?;
+            let (host, port) = match text.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (text, None),
+            };
             if host.is_empty() {
-                return Err(bad("the host is empty"));
+                return Err("the host is empty");
             }
             if host.contains(':') {
-                return Err(bad("an IPv6 address must be written in brackets"));
+                return Err("an IPv6 address must be written in brackets");
             }
-            (
-                parse_host(host).ok_or_else(|| bad("invalid host name"))?,
-                port,
-            )
+            (parse_host(host).ok_or("invalid host name")?, port)
         };
-        let port =
-            parse_port(port).ok_or_else(|| bad("the port must be a number from 1 to 65535"))?;
+        let port = match port {
+            Some("") if default_port.is_some() => default_port,
+            Some(port) => {
+                Some(parse_port(port).ok_or("the port must be a number from 1 to 65535")?)
+            }
+            None => default_port,
+        };
+        let port = port.ok_or("a port is required")?;
         Ok(Target { host, port })
     }
 }

@@ -15,10 +15,10 @@ enum Part<V> {
     Var(V),
 }
 
-impl<V: Copy> Template<V> {
+impl<V> Template<V> {
     /// Parses `text`; `lookup` maps a variable name to `V`, or `None` if it does not exist.
     /// The error is worded as nginx words it (`unknown "foo" variable`).
-    pub fn parse(text: &str, lookup: impl Fn(&str) -> Option<V>) -> Result<Self, String> {
+    pub fn parse(text: &str, mut lookup: impl FnMut(&str) -> Option<V>) -> Result<Self, String> {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
@@ -54,12 +54,17 @@ impl<V: Copy> Template<V> {
         Ok(Template { parts })
     }
 
+    /// Whether the template is plain text without variables.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
     /// Appends the expansion to `out`; `expand` appends one variable's value.
-    pub fn render_into(&self, out: &mut String, mut expand: impl FnMut(V, &mut String)) {
+    pub fn render_into(&self, out: &mut String, mut expand: impl FnMut(&V, &mut String)) {
         for part in &self.parts {
             match part {
                 Part::Text(text) => out.push_str(text),
-                Part::Var(var) => expand(*var, out),
+                Part::Var(var) => expand(var, out),
             }
         }
     }

@@ -16,6 +16,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use crate::stream::reset;
+
 /// Bytes moved per read.
 const BUFFER_SIZE: usize = 32 * 1024;
 
@@ -40,16 +42,19 @@ pub struct Outcome {
     pub end: End,
 }
 
-/// Runs the tunnel until it ends. `early` are bytes the client sent right after its request
-/// head; they go upstream before anything else the client sends.
-pub async fn run(
-    client: TcpStream,
-    upstream: TcpStream,
-    early: Vec<u8>,
-    idle: Duration,
-) -> Outcome {
-    let mut up = Direction::with_pending(early);
-    let mut down = Direction::default();
+/// Bytes already read from one side before the tunnel starts: they cross first.
+#[derive(Debug, Default)]
+pub struct Early {
+    /// From the client: sent right after its request head.
+    pub up: Vec<u8>,
+    /// From the upstream: sent right after its `101 Switching Protocols` head.
+    pub down: Vec<u8>,
+}
+
+/// Runs the tunnel until it ends.
+pub async fn run(client: TcpStream, upstream: TcpStream, early: Early, idle: Duration) -> Outcome {
+    let mut up = Direction::with_pending(early.up);
+    let mut down = Direction::with_pending(early.down);
     let mut idle_timer = IdleTimer::new(idle);
     let end = poll_fn(|cx| {
         let mut moved = false;
@@ -64,9 +69,8 @@ pub async fn run(
     .await;
     if let End::Failed(_) = end {
         // Pass a reset on as a reset: a plain close could pass for a complete transfer.
-        for socket in [&client, &upstream] {
-            let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
-        }
+        reset(&client);
+        reset(&upstream);
     }
     Outcome {
         up: up.bytes,

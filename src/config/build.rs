@@ -15,7 +15,10 @@ use super::syntax::Directive;
 use super::values::{
     ListenError, parse_flag, parse_ip, parse_ip_and_port, parse_listen, parse_port, parse_time,
 };
-use super::{Config, ConnectVar, Listen, Location, PortList, ResolverSettings, Server};
+use super::{
+    Config, ConnectVar, Forwarding, HeaderVar, Listen, Location, LocationMatch, PortList,
+    ResolverSettings, Server, SetHeader,
+};
 use crate::template::Template;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +32,7 @@ enum Context {
 const MAIN: &[Context] = &[Context::Main];
 const HTTP_SERVER: &[Context] = &[Context::Http, Context::Server];
 const SERVER: &[Context] = &[Context::Server];
-const LOCATION: &[Context] = &[Context::Location];
+const HTTP_SERVER_LOCATION: &[Context] = &[Context::Http, Context::Server, Context::Location];
 const ANYWHERE: &[Context] = &[
     Context::Main,
     Context::Http,
@@ -130,8 +133,17 @@ const SPECS: &[Spec] = &[
     used("resolver", HTTP_SERVER, (1, MANY), true),
     used("resolver_timeout", HTTP_SERVER, (1, 1), true),
     used("client_header_timeout", HTTP_SERVER, (1, 1), true),
-    used("proxy_pass", LOCATION, (1, 1), true),
-    used("proxy_set_header", LOCATION, (2, 2), false),
+    used("client_body_timeout", HTTP_SERVER, (1, 1), true),
+    used("send_timeout", HTTP_SERVER, (1, 1), true),
+    used("keepalive_timeout", HTTP_SERVER, (1, 2), true),
+    used("proxy_http_allow", HTTP_SERVER, (1, MANY), true),
+    used("proxy_pass", &[Context::Location], (1, 1), true),
+    used("proxy_set_header", HTTP_SERVER_LOCATION, (2, 2), false),
+    used("proxy_connect_timeout", HTTP_SERVER_LOCATION, (1, 1), true),
+    used("proxy_read_timeout", HTTP_SERVER_LOCATION, (1, 1), true),
+    used("proxy_send_timeout", HTTP_SERVER_LOCATION, (1, 1), true),
+    used("proxy_via", HTTP_SERVER_LOCATION, (1, 1), true),
+    used("proxy_http_version", HTTP_SERVER_LOCATION, (1, 1), true),
     ignored("events", true, "sluice sizes its own event loop"),
     ignored("root", false, "a forward proxy serves no files"),
     ignored("index", false, "a forward proxy serves no files"),
@@ -163,6 +175,12 @@ const SPECS: &[Spec] = &[
     ignored("sendfile", false, "a forward proxy serves no files"),
     ignored("tcp_nopush", false, "a forward proxy serves no files"),
     ignored("tcp_nodelay", false, "sluice always sets TCP_NODELAY"),
+    ignored("proxy_buffering", false, "sluice always streams bodies"),
+    ignored(
+        "proxy_request_buffering",
+        false,
+        "sluice always streams bodies",
+    ),
     unsupported("allow", NOT_YET_ACCESS),
     unsupported("deny", NOT_YET_ACCESS),
     unsupported("auth_basic", NOT_YET_ACCESS),
@@ -304,8 +322,9 @@ impl Builder<'_> {
         let body = http.block.as_deref().unwrap_or_default();
         let directives = self.checked(body, Context::Http)?;
         let mut defaults = Server::defaults(self.origin(http.line));
+        let mut own_headers = false;
         for directive in directives.iter().filter(|d| d.name != "server") {
-            self.setting(&mut defaults, directive)?;
+            self.setting(&mut defaults, directive, &mut own_headers)?;
         }
         for directive in directives.iter().filter(|d| d.name == "server") {
             servers.push(self.server(directive, &defaults)?);
@@ -317,13 +336,19 @@ impl Builder<'_> {
         let mut server = defaults.clone();
         server.origin = self.origin(block.line);
         let body = block.block.as_deref().unwrap_or_default();
-        for directive in self.checked(body, Context::Server)? {
+        let directives = self.checked(body, Context::Server)?;
+        // Server-level settings first, wherever they stand: locations inherit them.
+        let mut own_headers = false;
+        for directive in directives.iter().filter(|d| d.name != "location") {
             match directive.name.as_str() {
                 "listen" => self.listen(&mut server, directive)?,
-                "location" => server.locations.push(self.location(directive)?),
                 "proxy_connect" => server.proxy_connect = true,
-                _ => self.setting(&mut server, directive)?,
+                _ => self.setting(&mut server, directive, &mut own_headers)?,
             }
+        }
+        for directive in directives.iter().filter(|d| d.name == "location") {
+            let location = self.location(directive, &server.forwarding)?;
+            server.locations.push(location);
         }
         if server.listen.is_empty() {
             return Err(self.error(
@@ -394,7 +419,7 @@ impl Builder<'_> {
         for addr in addrs {
             if addr.ip().is_unspecified() {
                 self.warnings.push(format!(
-                    "listening on {addr}: every host that can reach this port may use the proxy; \
+                    "{addr} accepts every host that can reach it: anyone may use this proxy; \
                      restrict it with a firewall or listen on a specific address, in {}",
                     self.origin(directive.line)
                 ));
@@ -409,13 +434,32 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn location(&mut self, block: &Directive) -> Result<Location, ConfigError> {
-        let mut location = Location {
-            pattern: block.args.clone(),
-            origin: self.origin(block.line),
-            forwards: false,
-            set_headers: Vec::new(),
+    fn location(
+        &mut self,
+        block: &Directive,
+        inherited: &Forwarding,
+    ) -> Result<Location, ConfigError> {
+        let pattern = match block.args.as_slice() {
+            [path] => LocationMatch::Prefix(path.clone()),
+            [modifier, path] if modifier == "^~" => LocationMatch::Prefix(path.clone()),
+            [modifier, path] if modifier == "=" => LocationMatch::Exact(path.clone()),
+            [modifier, _] if modifier == "~" || modifier == "~*" => {
+                return Err(self.error(block, "regular expression locations are not supported"));
+            }
+            _ => {
+                return Err(self.error(
+                    block,
+                    format!("invalid location modifier \"{}\"", block.args[0]),
+                ));
+            }
         };
+        let mut location = Location {
+            pattern,
+            origin: self.origin(block.line),
+            proxy_pass: false,
+            forwarding: inherited.clone(),
+        };
+        let mut own_headers = false;
         let body = block.block.as_deref().unwrap_or_default();
         for directive in self.checked(body, Context::Location)? {
             match directive.name.as_str() {
@@ -430,24 +474,67 @@ impl Builder<'_> {
                             ),
                         ));
                     }
-                    location.forwards = true;
-                    self.warnings.push(format!(
-                        "plain-HTTP forwarding (\"proxy_pass\") is not available in this version yet; \
-                         requests other than CONNECT are answered 405 in {}",
-                        self.origin(directive.line)
-                    ));
+                    location.proxy_pass = true;
                 }
-                "proxy_set_header" => location
-                    .set_headers
-                    .push((directive.args[0].clone(), directive.args[1].clone())),
-                other => unreachable!("\"{other}\" is marked as used in a location"),
+                _ => {
+                    self.forwarding_setting(&mut location.forwarding, directive, &mut own_headers)?
+                }
             }
         }
         Ok(location)
     }
 
+    /// The `proxy_*` directives of plain-HTTP forwarding, valid in http, server and location.
+    /// `own_headers` tracks nginx's rule that a level with any `proxy_set_header` of its own
+    /// inherits none from the level above.
+    fn forwarding_setting(
+        &mut self,
+        forwarding: &mut Forwarding,
+        directive: &Directive,
+        own_headers: &mut bool,
+    ) -> Result<(), ConfigError> {
+        let arg = directive.args[0].as_str();
+        match directive.name.as_str() {
+            "proxy_set_header" => {
+                if !std::mem::replace(own_headers, true) {
+                    forwarding.set_headers.clear();
+                }
+                let name = arg.to_string();
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+                    return Err(self.error(directive, format!("invalid header name \"{name}\"")));
+                }
+                let value = Template::parse(&directive.args[1], HeaderVar::lookup)
+                    .map_err(|reason| self.error(directive, reason))?;
+                forwarding.set_headers.push(SetHeader { name, value });
+            }
+            "proxy_connect_timeout" => forwarding.connect_timeout = self.time(directive)?,
+            "proxy_read_timeout" => forwarding.read_timeout = self.time(directive)?,
+            "proxy_send_timeout" => forwarding.send_timeout = self.time(directive)?,
+            "proxy_via" => {
+                forwarding.via = parse_flag(arg).ok_or_else(|| {
+                    self.error(directive, format!("invalid value \"{arg}\" in \"proxy_via\" directive, it must be \"on\" or \"off\""))
+                })?;
+            }
+            "proxy_http_version" => match arg {
+                "1.1" => {}
+                "1.0" => self.warnings.push(format!(
+                    "\"proxy_http_version 1.0\" is ignored: sluice speaks HTTP/1.1 to origins so that their connections can be reused, in {}",
+                    self.origin(directive.line)
+                )),
+                _ => return Err(self.error(directive, format!("invalid value \"{arg}\" in \"proxy_http_version\" directive"))),
+            },
+            other => unreachable!("\"{other}\" is not a forwarding directive"),
+        }
+        Ok(())
+    }
+
     /// Directives that may stand in `http` or `server` and set one field.
-    fn setting(&mut self, server: &mut Server, directive: &Directive) -> Result<(), ConfigError> {
+    fn setting(
+        &mut self,
+        server: &mut Server,
+        directive: &Directive,
+        own_headers: &mut bool,
+    ) -> Result<(), ConfigError> {
         let arg = directive
             .args
             .first()
@@ -455,6 +542,18 @@ impl Builder<'_> {
             .unwrap_or_default();
         match directive.name.as_str() {
             "proxy_connect_allow" => server.connect_ports = self.port_list(directive)?,
+            "proxy_http_allow" => server.http_ports = self.port_list(directive)?,
+            "client_body_timeout" => server.client_body_timeout = self.time(directive)?,
+            "send_timeout" => server.send_timeout = self.time(directive)?,
+            "keepalive_timeout" => server.keepalive_timeout = self.time(directive)?,
+            "proxy_set_header"
+            | "proxy_connect_timeout"
+            | "proxy_read_timeout"
+            | "proxy_send_timeout"
+            | "proxy_via"
+            | "proxy_http_version" => {
+                self.forwarding_setting(&mut server.forwarding, directive, own_headers)?
+            }
             "proxy_connect_connect_timeout" => server.connect_timeout = self.time(directive)?,
             "proxy_connect_data_timeout" => server.data_timeout = self.time(directive)?,
             "proxy_connect_read_timeout" => {
@@ -541,7 +640,7 @@ impl Builder<'_> {
             let invalid = || {
                 self.error(
                     directive,
-                    format!("invalid port \"{arg}\" in \"proxy_connect_allow\" directive"),
+                    format!("invalid port \"{arg}\" in \"{}\" directive", directive.name),
                 )
             };
             let range = match arg.split_once('-') {

@@ -19,13 +19,16 @@ pub use error::{ConfigError, Origin};
 use crate::template::Template;
 
 /// The configuration sluice runs with when no `-c FILE` is given: a loopback listener for HTTPS
-/// tunnels only, using the system's DNS settings.
+/// tunnels and plain-HTTP forwarding, using the system's DNS settings.
 pub const EMBEDDED_DEFAULT: &str = "\
-# sluice's embedded default: HTTPS tunnels for this machine only.
+# sluice's embedded default: a proxy for this machine only.
 server {
     listen 127.0.0.1:3128;
     proxy_connect;
     proxy_connect_allow 443 563;
+    location / {
+        proxy_pass http://$http_host$request_uri;
+    }
 }
 ";
 
@@ -92,6 +95,16 @@ pub struct Server {
     pub resolver_timeout: Duration,
     /// `client_header_timeout` — time allowed to receive a whole request head.
     pub client_header_timeout: Duration,
+    /// `keepalive_timeout` — how long an idle client connection waits for its next request.
+    pub keepalive_timeout: Duration,
+    /// `client_body_timeout` — longest pause between two reads of a request body.
+    pub client_body_timeout: Duration,
+    /// `send_timeout` — longest pause between two writes of a response to the client.
+    pub send_timeout: Duration,
+    /// `proxy_http_allow` — the ports a forwarded plain-HTTP request may reach.
+    pub http_ports: PortList,
+    /// Forwarding settings written at server (or http) level: the defaults of its locations.
+    pub forwarding: Forwarding,
     pub locations: Vec<Location>,
 }
 
@@ -111,8 +124,32 @@ impl Server {
             resolver: None,
             resolver_timeout: Duration::from_secs(30),
             client_header_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            client_body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            http_ports: PortList::All,
+            forwarding: Forwarding::default(),
             locations: Vec::new(),
         }
+    }
+
+    /// The location that handles a request for `path`, chosen as nginx chooses among exact
+    /// (`=`) and prefix locations: an exact match first, then the longest prefix.
+    pub fn location_for(&self, path: &str) -> Option<&Location> {
+        let exact = self
+            .locations
+            .iter()
+            .find(|l| matches!(&l.pattern, LocationMatch::Exact(p) if p == path));
+        exact.or_else(|| {
+            self.locations
+                .iter()
+                .filter_map(|l| match &l.pattern {
+                    LocationMatch::Prefix(p) if path.starts_with(p.as_str()) => Some((p.len(), l)),
+                    _ => None,
+                })
+                .max_by_key(|(len, _)| *len)
+                .map(|(_, l)| l)
+        })
     }
 }
 
@@ -139,16 +176,98 @@ pub struct ResolverSettings {
     pub ipv6: bool,
 }
 
-/// A `location` block. Plain-HTTP forwarding reads these.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A `location` block: how requests whose path it matches are forwarded.
+#[derive(Debug, Clone)]
 pub struct Location {
-    /// The location's arguments as written (`/`, `= /x`, ...).
-    pub pattern: Vec<String>,
+    pub pattern: LocationMatch,
     pub origin: Origin,
     /// `proxy_pass http://$http_host$request_uri;` — forward to the host the request names.
-    pub forwards: bool,
-    /// `proxy_set_header NAME VALUE;`, in order.
-    pub set_headers: Vec<(String, String)>,
+    pub proxy_pass: bool,
+    pub forwarding: Forwarding,
+}
+
+/// Which paths a location matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocationMatch {
+    /// `location /prefix` (or `^~ /prefix`).
+    Prefix(String),
+    /// `location = /path`.
+    Exact(String),
+}
+
+/// Settings for forwarding plain-HTTP requests; nginx's `proxy_*` directives.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    /// `proxy_set_header NAME VALUE;`, in order. An empty value removes the header.
+    pub set_headers: Vec<SetHeader>,
+    /// `proxy_connect_timeout`.
+    pub connect_timeout: Duration,
+    /// `proxy_read_timeout` — longest wait for the next bytes from the origin.
+    pub read_timeout: Duration,
+    /// `proxy_send_timeout` — longest wait for the origin to take more bytes.
+    pub send_timeout: Duration,
+    /// `proxy_via` — add `Via: 1.1 sluice` to forwarded requests and responses.
+    pub via: bool,
+}
+
+impl Default for Forwarding {
+    /// nginx's defaults, and `Via` on as RFC 9110 asks of proxies.
+    fn default() -> Self {
+        Forwarding {
+            set_headers: Vec::new(),
+            connect_timeout: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            via: true,
+        }
+    }
+}
+
+/// One `proxy_set_header`.
+#[derive(Debug, Clone)]
+pub struct SetHeader {
+    pub name: String,
+    pub value: Template<HeaderVar>,
+}
+
+/// Variables available in `proxy_set_header` values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderVar {
+    /// `$http_host`: the request's authority. RFC 9112 §3.2.2 makes the URI's authority the
+    /// Host of an absolute-form request, so this is never a different Host header's value.
+    HttpHost,
+    /// `$host`: the host without its port.
+    Host,
+    /// `$remote_addr`, `$remote_port`: the client.
+    RemoteAddr,
+    RemotePort,
+    /// `$proxy_add_x_forwarded_for`: the client's X-Forwarded-For with its address appended.
+    ProxyAddXForwardedFor,
+    /// `$scheme`: always `http`.
+    Scheme,
+    /// `$request_uri`: the origin-form path and query.
+    RequestUri,
+    /// `$request_method`.
+    RequestMethod,
+    /// `$http_NAME`: the request header NAME (underscores stand for dashes).
+    Http(String),
+}
+
+impl HeaderVar {
+    /// The variable a name stands for, if it is one `proxy_set_header` knows.
+    pub fn lookup(name: &str) -> Option<HeaderVar> {
+        Some(match name {
+            "http_host" => HeaderVar::HttpHost,
+            "host" => HeaderVar::Host,
+            "remote_addr" => HeaderVar::RemoteAddr,
+            "remote_port" => HeaderVar::RemotePort,
+            "proxy_add_x_forwarded_for" => HeaderVar::ProxyAddXForwardedFor,
+            "scheme" => HeaderVar::Scheme,
+            "request_uri" => HeaderVar::RequestUri,
+            "request_method" => HeaderVar::RequestMethod,
+            _ => HeaderVar::Http(name.strip_prefix("http_")?.replace('_', "-")),
+        })
+    }
 }
 
 /// The ports a CONNECT may reach (`proxy_connect_allow`).

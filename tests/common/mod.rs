@@ -53,8 +53,10 @@ impl Proxy {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let addr = addr.split_whitespace().next().unwrap_or_default();
+                // The startup line: "listening on ADDR (listen in FILE:LINE)".
+                if let Some(rest) = line.split("listening on ").nth(1)
+                    && let Some((addr, _)) = rest.split_once(" (listen in ")
+                {
                     let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
                 }
                 let mut log = log_writer.lock().unwrap();
@@ -83,6 +85,11 @@ impl Proxy {
     /// The first listener's address.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// The process id, to read its memory use from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Everything sluice has logged so far.
@@ -310,4 +317,201 @@ impl ErrorResponse {
             self.body
         );
     }
+}
+
+/// A request as a test origin received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The raw head, request line and fields, up to and including the blank line.
+    pub head: String,
+    pub body: Vec<u8>,
+    /// Which of the origin's connections it came on (0, 1, ...).
+    pub connection: usize,
+}
+
+impl Recorded {
+    /// The first field of this name, as the origin saw it.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.split("\r\n").skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// An HTTP/1.1 keep-alive origin that records every request and answers with `respond`.
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl Origin {
+    pub async fn start<F>(respond: F) -> Origin
+    where
+        F: Fn(&Recorded) -> Vec<u8> + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let respond = Arc::new(respond);
+        let (reqs, conns) = (Arc::clone(&requests), Arc::clone(&connections));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let connection = conns.fetch_add(1, Ordering::SeqCst);
+                let (reqs, respond) = (Arc::clone(&reqs), Arc::clone(&respond));
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    let mut buf = Vec::new();
+                    while let Some(recorded) = read_request(&mut stream, &mut buf, connection).await
+                    {
+                        reqs.lock().unwrap().push(recorded.clone());
+                        let response = respond(&recorded);
+                        if stream.write_all(&response).await.is_err() {
+                            return;
+                        }
+                        if response
+                            .windows(17)
+                            .any(|w| w.eq_ignore_ascii_case(b"connection: close"))
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Origin {
+            addr,
+            requests,
+            connections,
+        }
+    }
+
+    /// Every request recorded so far.
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// A `200 OK` with this body and a Content-Length.
+pub fn ok(body: &[u8]) -> Vec<u8> {
+    let mut response =
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    response.extend_from_slice(body);
+    response
+}
+
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 16384];
+    match stream.read(&mut chunk).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Some(())
+        }
+    }
+}
+
+async fn read_line(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+            let line = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 2);
+            return Some(line);
+        }
+        fill(stream, buf).await?;
+    }
+}
+
+async fn read_exact_buffered(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    n: usize,
+) -> Option<Vec<u8>> {
+    while buf.len() < n {
+        fill(stream, buf).await?;
+    }
+    Some(buf.drain(..n).collect())
+}
+
+/// Reads one request (head and body, Content-Length or chunked) the way a strict origin would.
+async fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    connection: usize,
+) -> Option<Recorded> {
+    let mut head = String::new();
+    loop {
+        let line = read_line(stream, buf).await?;
+        head.push_str(&line);
+        head.push_str("\r\n");
+        if line.is_empty() {
+            break;
+        }
+    }
+    let mut recorded = Recorded {
+        head,
+        body: Vec::new(),
+        connection,
+    };
+    if recorded.header("transfer-encoding").is_some() {
+        loop {
+            let size_line = read_line(stream, buf).await?;
+            let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16).ok()?;
+            if size == 0 {
+                while !read_line(stream, buf).await?.is_empty() {}
+                break;
+            }
+            let data = read_exact_buffered(stream, buf, size).await?;
+            recorded.body.extend_from_slice(&data);
+            read_exact_buffered(stream, buf, 2).await?;
+        }
+    } else if let Some(length) = recorded.header("content-length") {
+        let length: usize = length.parse().ok()?;
+        recorded.body = read_exact_buffered(stream, buf, length).await?;
+    }
+    Some(recorded)
+}
+
+/// Reads one HTTP/1.1 response from a client connection: status, head, and a body framed by
+/// Content-Length or chunked (decoded; none if `no_body`, as after HEAD). For keep-alive use.
+pub async fn read_response(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    no_body: bool,
+) -> Option<(u16, String, Vec<u8>)> {
+    let mut head = String::new();
+    loop {
+        let line = read_line(stream, buf).await?;
+        head.push_str(&line);
+        head.push_str("\r\n");
+        if line.is_empty() {
+            break;
+        }
+    }
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let recorded = Recorded {
+        head: head.clone(),
+        body: Vec::new(),
+        connection: 0,
+    };
+    let mut body = Vec::new();
+    if no_body || status == 204 || status == 304 {
+        return Some((status, head, body));
+    }
+    if recorded.header("transfer-encoding").is_some() {
+        loop {
+            let size = usize::from_str_radix(read_line(stream, buf).await?.trim(), 16).ok()?;
+            if size == 0 {
+                read_line(stream, buf).await?;
+                break;
+            }
+            body.extend(read_exact_buffered(stream, buf, size).await?);
+            read_exact_buffered(stream, buf, 2).await?;
+        }
+    } else if let Some(length) = recorded.header("content-length") {
+        body = read_exact_buffered(stream, buf, length.parse().ok()?).await?;
+    }
+    Some((status, head, body))
 }

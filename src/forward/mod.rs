@@ -1,0 +1,431 @@
+//! Forwarding plain-HTTP requests in absolute-form (`GET http://host/path`) to the origin they
+//! name, as `proxy_pass http://$http_host$request_uri;` does in nginx, but with the URI — never
+//! a Host header — deciding where the request goes.
+//!
+//! One request at a time: check the target, the framing and the policy; take an idle upstream
+//! connection or open one (the same resolve and dial path as CONNECT); send sluice's own head;
+//! then stream the body up while relaying the response down, so `Expect: 100-continue` and
+//! early answers work; finally say whether the client connection may carry another request.
+
+mod body;
+mod chunked;
+mod framing;
+mod headers;
+mod pool;
+mod uri;
+
+pub use chunked::{Chunk, ChunkError, ChunkedDecoder};
+pub use pool::Pool;
+pub use uri::AbsoluteUri;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::TcpStream;
+
+use self::body::{BodyError, Encoding, Pipe};
+use self::framing::Framing;
+use self::headers::{ClientFraming, RequestInfo, ResponseHead};
+use crate::config::Forwarding;
+use crate::connection::ServerContext;
+use crate::dial::DialOptions;
+use crate::error::ProxyError;
+use crate::request::Head;
+use crate::stream::{Conn, HeadError, ReadBuf, reset, write_all};
+use crate::upstream;
+
+/// The largest response head accepted from an origin.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Pooled connections tried before opening a fresh one.
+const POOLED_ATTEMPTS: usize = 3;
+
+/// What the client connection does after a forwarded request.
+#[derive(Debug)]
+pub enum Next {
+    /// Read the next request.
+    KeepAlive,
+    /// The response is complete; close.
+    Close,
+    /// The response could not be completed: close at once, with a reset, so the client cannot
+    /// mistake what it got for a whole response.
+    Abort,
+    /// The origin agreed to switch protocols: tunnel from here on. `early_down` are bytes the
+    /// origin sent right after its `101`.
+    Upgrade {
+        upstream: TcpStream,
+        early_down: Vec<u8>,
+    },
+}
+
+/// Forwards one request. `Err` means nothing was sent to the client yet and it gets that
+/// error as its answer.
+pub async fn forward(
+    client: &mut Conn,
+    head: &Head,
+    peer: SocketAddr,
+    ctx: &ServerContext,
+) -> Result<Next, ProxyError> {
+    let config = &ctx.config;
+    let uri = AbsoluteUri::parse(&head.target)?;
+    let path = uri.path_and_query.split('?').next().unwrap_or("/");
+    let location = config
+        .location_for(path)
+        .filter(|l| l.proxy_pass)
+        .ok_or(ProxyError::MethodNotAllowed("CONNECT"))?;
+    let framing = framing::request(&head.headers, head.version)?;
+    if framing == Framing::Chunked {
+        body::precheck_chunked(client.buf.data())
+            .map_err(|e| ProxyError::BadRequest(format!("refused: {e}")))?;
+    }
+    if !config.http_ports.allows(uri.target.port) {
+        return Err(ProxyError::ForwardPortNotAllowed(uri.target.port));
+    }
+    let upgrade = headers::upgrade_protocol(head);
+    let forwarding = &location.forwarding;
+    let info = RequestInfo {
+        head,
+        uri: &uri,
+        peer,
+    };
+    let exchange = Exchange {
+        ctx,
+        head,
+        forwarding,
+        framing,
+        upgrade: upgrade.as_deref(),
+        request: headers::request_head(&info, framing, upgrade.as_deref(), forwarding),
+        destination: uri.target.to_string(),
+        peer,
+    };
+    // The origin may close a pooled connection just as it is taken. A request without a body
+    // is safe to send again; one with a body is not, since part of it may be gone.
+    for _ in 0..POOLED_ATTEMPTS {
+        let Some(stream) = ctx.pool.take(&exchange.destination) else {
+            break;
+        };
+        match exchange.run(client, Conn::new(stream)).await {
+            Err(Attempt::Stale) if framing == Framing::Empty => continue,
+            result => return exchange.settle(result),
+        }
+    }
+    let options = DialOptions {
+        timeout: forwarding.connect_timeout,
+        bind: config.connect_bind,
+    };
+    let stream = upstream::connect(&ctx.resolver, &uri.target, None, options).await?;
+    let result = exchange.run(client, Conn::new(stream)).await;
+    exchange.settle(result)
+}
+
+/// How one attempt on one upstream connection failed.
+enum Attempt {
+    /// The connection was closed before any byte of an answer came back.
+    Stale,
+    /// Answer the client with this.
+    Failed(ProxyError),
+}
+
+/// How relaying the response ended.
+enum Relayed {
+    Done { close_client: bool, reusable: bool },
+    Upgraded,
+    Aborted,
+}
+
+/// One request, ready to be sent on an upstream connection.
+struct Exchange<'a> {
+    ctx: &'a ServerContext,
+    head: &'a Head,
+    forwarding: &'a Forwarding,
+    framing: Framing,
+    upgrade: Option<&'a str>,
+    /// The head sent to the origin.
+    request: Vec<u8>,
+    /// `host:port`, the key of the upstream pool.
+    destination: String,
+    peer: SocketAddr,
+}
+
+impl Exchange<'_> {
+    fn settle(&self, result: Result<Next, Attempt>) -> Result<Next, ProxyError> {
+        result.map_err(|attempt| match attempt {
+            Attempt::Stale => ProxyError::BadGateway(format!(
+                "{} closed the connection without answering",
+                self.destination
+            )),
+            Attempt::Failed(error) => error,
+        })
+    }
+
+    /// Sends the request on `upstream` and relays the answer.
+    async fn run(&self, client: &mut Conn, mut upstream: Conn) -> Result<Next, Attempt> {
+        if write_all(
+            &upstream.stream,
+            &self.request,
+            self.forwarding.send_timeout,
+        )
+        .await
+        .is_err()
+        {
+            return Err(Attempt::Stale);
+        }
+        let body_done = AtomicBool::new(self.framing == Framing::Empty);
+        let answered = AtomicBool::new(false);
+        let relayed = {
+            let Conn {
+                stream: client_stream,
+                buf: client_buf,
+            } = client;
+            let Conn {
+                stream: up_stream,
+                buf: up_buf,
+            } = &mut upstream;
+            let send = async {
+                let mut pipe = Pipe {
+                    from: client_stream,
+                    buf: client_buf,
+                    to: up_stream,
+                    read_timeout: self.ctx.config.client_body_timeout,
+                    write_timeout: self.forwarding.send_timeout,
+                };
+                let encoding = match self.framing {
+                    Framing::Chunked => Encoding::Chunked,
+                    _ => Encoding::Identity,
+                };
+                let sent = pipe.copy(self.framing, encoding).await;
+                if sent.is_ok() {
+                    body_done.store(true, Ordering::Relaxed);
+                }
+                sent
+            };
+            let relay = self.relay(up_stream, up_buf, client_stream, &body_done, &answered);
+            tokio::pin!(send, relay);
+            let mut sending = true;
+            loop {
+                tokio::select! {
+                    sent = &mut send, if sending => {
+                        sending = false;
+                        match sent {
+                            // The origin stopped reading; its answer (a 413, say) may still come.
+                            Ok(_) | Err(BodyError::Write) => {}
+                            Err(error) => break self.body_failed(error, answered.load(Ordering::Relaxed)),
+                        }
+                    }
+                    relayed = &mut relay => break relayed,
+                }
+            }
+        };
+        match relayed {
+            Err(attempt) => {
+                reset(&upstream.stream);
+                Err(attempt)
+            }
+            Ok(Relayed::Aborted) => {
+                reset(&upstream.stream);
+                Ok(Next::Abort)
+            }
+            Ok(Relayed::Upgraded) => Ok(Next::Upgrade {
+                early_down: upstream.buf.take(),
+                upstream: upstream.stream,
+            }),
+            Ok(Relayed::Done {
+                close_client,
+                reusable,
+            }) => {
+                let body_finished = body_done.load(Ordering::Relaxed);
+                if reusable && body_finished {
+                    self.ctx.pool.put(&self.destination, upstream.stream);
+                }
+                Ok(if close_client || !body_finished {
+                    Next::Close
+                } else {
+                    Next::KeepAlive
+                })
+            }
+        }
+    }
+
+    /// The request body could not be read from the client. The origin never got a complete
+    /// request (its connection is reset); the client gets an answer if it has none yet.
+    fn body_failed(&self, error: BodyError, answered: bool) -> Result<Relayed, Attempt> {
+        let answer = match error {
+            BodyError::Malformed(e) => {
+                ProxyError::BadRequest(format!("refused: malformed chunked body: {e}"))
+            }
+            BodyError::ReadTimeout => ProxyError::BodyTimeout,
+            BodyError::Truncated | BodyError::Write => return Ok(Relayed::Aborted),
+        };
+        if answered {
+            Ok(Relayed::Aborted)
+        } else {
+            Err(Attempt::Failed(answer))
+        }
+    }
+
+    /// Reads the origin's answer and relays it: interim `1xx` heads, then the final head and
+    /// its body, re-framed for the client.
+    async fn relay(
+        &self,
+        upstream: &TcpStream,
+        up_buf: &mut ReadBuf,
+        client: &TcpStream,
+        body_done: &AtomicBool,
+        answered: &AtomicBool,
+    ) -> Result<Relayed, Attempt> {
+        let read_timeout = self.forwarding.read_timeout;
+        let send_timeout = self.ctx.config.send_timeout;
+        let gateway = |error: ProxyError| {
+            if answered.load(Ordering::Relaxed) {
+                Ok(Relayed::Aborted)
+            } else {
+                Err(Attempt::Failed(error))
+            }
+        };
+        let response = loop {
+            let end = match up_buf
+                .read_head(upstream, MAX_RESPONSE_HEAD, read_timeout, read_timeout)
+                .await
+            {
+                Ok(end) => end,
+                Err(HeadError::Silent) if !answered.load(Ordering::Relaxed) => {
+                    return Err(Attempt::Stale);
+                }
+                Err(HeadError::Idle | HeadError::TimedOut) => {
+                    return gateway(ProxyError::GatewayTimeout(format!(
+                        "{} did not answer within {:?} (proxy_read_timeout)",
+                        self.destination, read_timeout
+                    )));
+                }
+                Err(error) => {
+                    return gateway(ProxyError::BadGateway(format!(
+                        "{} sent no usable response head ({error:?})",
+                        self.destination
+                    )));
+                }
+            };
+            let response = match ResponseHead::parse(&up_buf.data()[..end]) {
+                Ok(response) => response,
+                Err(why) => {
+                    return gateway(ProxyError::BadGateway(format!(
+                        "{}: {why}",
+                        self.destination
+                    )));
+                }
+            };
+            up_buf.consume(end);
+            match response.status {
+                101 => {
+                    let Some(protocol) = self.upgrade else {
+                        return gateway(ProxyError::BadGateway(format!(
+                            "{} switched protocols without being asked",
+                            self.destination
+                        )));
+                    };
+                    let head = headers::response_head(
+                        &response,
+                        ClientFraming::NoBody,
+                        false,
+                        Some(protocol),
+                        self.forwarding.via,
+                    );
+                    answered.store(true, Ordering::Relaxed);
+                    return Ok(match write_all(client, &head, send_timeout).await {
+                        Ok(()) => Relayed::Upgraded,
+                        Err(_) => Relayed::Aborted,
+                    });
+                }
+                100..=199 => {
+                    // Interim answers (100 Continue, 103 Early Hints) mean nothing to HTTP/1.0.
+                    if self.head.version == 1 {
+                        let head = headers::response_head(
+                            &response,
+                            ClientFraming::NoBody,
+                            false,
+                            None,
+                            self.forwarding.via,
+                        );
+                        answered.store(true, Ordering::Relaxed);
+                        if write_all(client, &head, send_timeout).await.is_err() {
+                            return Ok(Relayed::Aborted);
+                        }
+                    }
+                }
+                _ => break response,
+            }
+        };
+        let framing = match framing::response(
+            &response.headers,
+            response.status,
+            self.head.method == "HEAD",
+        ) {
+            Ok(framing) => framing,
+            Err(why) => {
+                return gateway(ProxyError::BadGateway(format!(
+                    "{}: {why}",
+                    self.destination
+                )));
+            }
+        };
+        let (client_framing, encoding) = match framing {
+            Framing::Empty => (ClientFraming::NoBody, Encoding::Identity),
+            Framing::Length(n) => (ClientFraming::Length(n), Encoding::Identity),
+            Framing::Chunked | Framing::UntilClose if self.head.version == 1 => {
+                (ClientFraming::Chunked, Encoding::Chunked)
+            }
+            Framing::Chunked | Framing::UntilClose => (ClientFraming::Close, Encoding::Identity),
+        };
+        let client_keeps = client_wants_keep_alive(self.head) && body_done.load(Ordering::Relaxed);
+        let close_client = !client_keeps || client_framing == ClientFraming::Close;
+        let head = headers::response_head(
+            &response,
+            client_framing,
+            close_client,
+            None,
+            self.forwarding.via,
+        );
+        answered.store(true, Ordering::Relaxed);
+        if write_all(client, &head, send_timeout).await.is_err() {
+            return Ok(Relayed::Aborted);
+        }
+        let mut pipe = Pipe {
+            from: upstream,
+            buf: up_buf,
+            to: client,
+            read_timeout,
+            write_timeout: send_timeout,
+        };
+        let moved = pipe.copy(framing, encoding).await;
+        log::debug!(
+            "{} \"{} {}\" {}: {}",
+            self.peer,
+            self.head.method,
+            self.head.target,
+            response.status,
+            match &moved {
+                Ok(bytes) => format!("{bytes} body bytes"),
+                Err(error) => format!("response cut short: {error:?}"),
+            }
+        );
+        if moved.is_err() {
+            return Ok(Relayed::Aborted);
+        }
+        let reusable = !response.closes()
+            && matches!(
+                framing,
+                Framing::Empty | Framing::Length(_) | Framing::Chunked
+            )
+            && up_buf.is_empty();
+        Ok(Relayed::Done {
+            close_client,
+            reusable,
+        })
+    }
+}
+
+/// HTTP/1.1 keeps the connection unless the client says `close`; HTTP/1.0 closes it.
+fn client_wants_keep_alive(head: &Head) -> bool {
+    head.version == 1
+        && !framing::list(&head.headers, "connection")
+            .iter()
+            .any(|t| t == "close")
+}

@@ -1,0 +1,151 @@
+//! Idle upstream connections kept for reuse, so repeated requests to one origin do not pay a
+//! new TCP handshake each.
+//!
+//! Bounded three ways: per destination, in total, and in idle time. A connection is checked
+//! for a close or stray bytes from the origin before it is handed out again.
+
+use std::collections::HashMap;
+use std::io;
+use std::mem::MaybeUninit;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Idle connections kept per destination.
+const PER_DESTINATION: usize = 16;
+/// Idle connections kept in all.
+const TOTAL: usize = 256;
+/// How long a connection may sit idle; origins commonly close theirs after 5–60 s.
+const IDLE_TIME: Duration = Duration::from_secs(30);
+
+/// The idle connections of one `server` block, keyed by destination (`host:port`).
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    by_destination: HashMap<String, Vec<(TcpStream, Instant)>>,
+    total: usize,
+}
+
+impl Pool {
+    /// A live idle connection to `destination`, most recently used first.
+    pub fn take(&self, destination: &str) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let Idle {
+            by_destination,
+            total,
+        } = &mut *idle;
+        let list = by_destination.get_mut(destination)?;
+        let mut found = None;
+        while let Some((stream, since)) = list.pop() {
+            *total -= 1;
+            if since.elapsed() < IDLE_TIME && is_quiet(&stream) {
+                found = Some(stream);
+                break;
+            }
+        }
+        if list.is_empty() {
+            by_destination.remove(destination);
+        }
+        found
+    }
+
+    /// Keeps `stream` for the next request to `destination`, if there is room.
+    pub fn put(&self, destination: &str, stream: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.total >= TOTAL {
+            idle.drop_expired();
+            if idle.total >= TOTAL {
+                return;
+            }
+        }
+        let Idle {
+            by_destination,
+            total,
+        } = &mut *idle;
+        let list = by_destination.entry(destination.to_string()).or_default();
+        if list.len() >= PER_DESTINATION {
+            list.remove(0);
+            *total -= 1;
+        }
+        list.push((stream, Instant::now()));
+        *total += 1;
+    }
+}
+
+impl Idle {
+    fn drop_expired(&mut self) {
+        let mut total = 0;
+        self.by_destination.retain(|_, list| {
+            list.retain(|(_, since)| since.elapsed() < IDLE_TIME);
+            total += list.len();
+            !list.is_empty()
+        });
+        self.total = total;
+    }
+}
+
+/// True if the origin has neither closed the connection nor sent anything while it was idle.
+fn is_quiet(stream: &TcpStream) -> bool {
+    let mut probe = [MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(stream).peek(&mut probe) {
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+        Ok(_) => false, // end of stream, or bytes nobody asked for
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn hands_back_live_connections_and_drops_closed_ones() {
+        let pool = Pool::default();
+        let (live, _live_peer) = pair().await;
+        let (closed, closed_peer) = pair().await;
+        let (chatty, mut chatty_peer) = pair().await;
+        pool.put("a:80", live);
+        pool.put("a:80", closed);
+        pool.put("a:80", chatty);
+        drop(closed_peer);
+        chatty_peer.write_all(b"unexpected").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            pool.take("a:80").is_some(),
+            "the live connection is found under the dead ones"
+        );
+        assert!(pool.take("a:80").is_none());
+        assert!(pool.take("b:80").is_none());
+    }
+
+    #[tokio::test]
+    async fn keeps_at_most_the_per_destination_limit() {
+        let pool = Pool::default();
+        let mut peers = Vec::new();
+        for _ in 0..PER_DESTINATION + 3 {
+            let (stream, peer) = pair().await;
+            peers.push(peer);
+            pool.put("a:80", stream);
+        }
+        let mut taken = 0;
+        while pool.take("a:80").is_some() {
+            taken += 1;
+        }
+        assert_eq!(taken, PER_DESTINATION);
+    }
+}

@@ -1,0 +1,249 @@
+//! A TCP connection with a read buffer, for the HTTP side of sluice.
+//!
+//! Heads are read into the buffer and parsed in place; what follows a head (a body, the next
+//! pipelined request, the first tunnel bytes) stays buffered for whoever reads next. Reads and
+//! writes take `&TcpStream`, so one task can stream a request body up while it relays the
+//! response down on the same pair of sockets.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Bytes read from a socket and not yet consumed.
+#[derive(Debug, Default)]
+pub struct ReadBuf {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+/// How much one read asks the kernel for.
+const READ_CHUNK: usize = 16 * 1024;
+
+impl ReadBuf {
+    pub fn with_bytes(bytes: Vec<u8>) -> ReadBuf {
+        ReadBuf { bytes, start: 0 }
+    }
+
+    /// The unconsumed bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Marks `n` bytes as used.
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        debug_assert!(self.start <= self.bytes.len());
+        if self.start == self.bytes.len() {
+            self.bytes.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Takes every unconsumed byte out.
+    pub fn take(&mut self) -> Vec<u8> {
+        let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.drain(..self.start);
+        self.start = 0;
+        bytes
+    }
+
+    /// Reads once from `stream`, appending at most `max` bytes; `Ok(0)` is end of stream.
+    /// Waits at most `timeout` for the bytes to come.
+    pub async fn fill(
+        &mut self,
+        stream: &TcpStream,
+        max: usize,
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        if self.start > 0 && self.start * 2 >= self.bytes.len() {
+            // Move the tail to the front rather than grow.
+            self.bytes.drain(..self.start);
+            self.start = 0;
+        }
+        let want = max.min(READ_CHUNK);
+        let filled = self.bytes.len();
+        self.bytes.resize(filled + want, 0);
+        let result = read(stream, &mut self.bytes[filled..], timeout).await;
+        let n = *result.as_ref().unwrap_or(&0);
+        self.bytes.truncate(filled + n);
+        result
+    }
+    /// Reads from `stream` until the buffer holds a complete head (up to `\r\n\r\n`) and
+    /// returns its length. Waits up to `idle` for a first byte, then allows `timeout` for the
+    /// whole head.
+    pub async fn read_head(
+        &mut self,
+        stream: &TcpStream,
+        limit: usize,
+        idle: Duration,
+        timeout: Duration,
+    ) -> Result<usize, HeadError> {
+        let mut deadline = (!self.is_empty()).then(|| Instant::now() + timeout);
+        let mut scanned = 0;
+        loop {
+            let data = self.data();
+            if let Some(end) = find_head_end(data, scanned) {
+                return Ok(end);
+            }
+            if data.len() >= limit {
+                return Err(HeadError::TooLarge);
+            }
+            scanned = data.len().saturating_sub(3);
+            let room = limit - data.len();
+            let wait = deadline.map_or(idle, |d| d.saturating_duration_since(Instant::now()));
+            let started = deadline.is_some();
+            match self.fill(stream, room, wait).await {
+                Ok(0) if started => return Err(HeadError::Closed),
+                Ok(0) => return Err(HeadError::Silent),
+                Ok(_) => {
+                    deadline.get_or_insert_with(|| Instant::now() + timeout);
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(if started {
+                        HeadError::TimedOut
+                    } else {
+                        HeadError::Idle
+                    });
+                }
+                Err(_) if started => return Err(HeadError::Closed),
+                Err(_) => return Err(HeadError::Silent),
+            }
+        }
+    }
+}
+
+/// One read from `stream` into `buf`, bounded by `timeout` (a `TimedOut` error).
+pub async fn read(stream: &TcpStream, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+    let attempt = async {
+        loop {
+            stream.readable().await?;
+            match stream.try_read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+/// Writes all of `bytes`; `timeout` bounds each wait for the socket to take more.
+pub async fn write_all(stream: &TcpStream, mut bytes: &[u8], timeout: Duration) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let attempt = async {
+            loop {
+                stream.writable().await?;
+                match stream.try_write(bytes) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => return other,
+                }
+            }
+        };
+        let n = tokio::time::timeout(timeout, attempt)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
+/// Makes the coming close of `stream` a reset: its peer must not take a cut-off message, or
+/// a failed transfer, for a complete one.
+pub fn reset(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+/// A socket and the bytes read from it that nobody has consumed yet.
+#[derive(Debug)]
+pub struct Conn {
+    pub stream: TcpStream,
+    pub buf: ReadBuf,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            buf: ReadBuf::default(),
+        }
+    }
+
+    /// Reads until the buffer holds a complete head (see [`ReadBuf::read_head`]).
+    pub async fn read_head(
+        &mut self,
+        limit: usize,
+        idle: Duration,
+        timeout: Duration,
+    ) -> Result<usize, HeadError> {
+        self.buf.read_head(&self.stream, limit, idle, timeout).await
+    }
+}
+
+/// Why no complete head was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// Nothing arrived: the peer closed or failed before a first byte.
+    Silent,
+    /// Nothing arrived within the idle time.
+    Idle,
+    /// Part of a head arrived, then the peer closed or failed.
+    Closed,
+    /// Part of a head arrived, but not the rest in time.
+    TimedOut,
+    /// The head is longer than the limit.
+    TooLarge,
+}
+
+/// The offset just past the blank line that ends a head, searching from `from`. A bare
+/// `\n\n` also ends it, so that the strict parser can refuse such a head at once instead of
+/// waiting for a `\r\n\r\n` that never comes.
+fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let window = buf.get(from..)?;
+    let end = window
+        .iter()
+        .enumerate()
+        .find_map(|(i, &b)| match (b, &window[i + 1..]) {
+            (b'\n', [b'\n', ..]) => Some(i + 2),
+            (b'\n', [b'\r', b'\n', ..]) => Some(i + 3),
+            _ => None,
+        })?;
+    Some(from + end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_and_take_keep_the_unread_tail() {
+        let mut buf = ReadBuf::with_bytes(b"head\r\n\r\nbody".to_vec());
+        buf.consume(8);
+        assert_eq!(buf.data(), b"body");
+        assert_eq!(buf.take(), b"body");
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn finds_the_end_of_a_head_across_reads() {
+        let buf = b"CONNECT a:1 HTTP/1.1\r\n\r\nEARLY";
+        assert_eq!(find_head_end(buf, 0), Some(buf.len() - 5));
+        assert_eq!(find_head_end(buf, 20), Some(buf.len() - 5));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r", 0), None);
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\n\nX", 0), Some(16));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\n\r\nX", 0), Some(23));
+    }
+}
