@@ -64,6 +64,9 @@ struct Spec {
 
 const MANY: usize = usize::MAX;
 
+/// The longest time any directive accepts.
+const MAX_TIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
 const fn used(
     name: &'static str,
     contexts: &'static [Context],
@@ -348,6 +351,18 @@ impl Builder<'_> {
         }
         for directive in directives.iter().filter(|d| d.name == "location") {
             let location = self.location(directive, &server.forwarding)?;
+            if server
+                .locations
+                .iter()
+                .any(|l| l.pattern == location.pattern)
+            {
+                let shown = directive
+                    .args
+                    .last()
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                return Err(self.error(directive, format!("duplicate location \"{shown}\"")));
+            }
             server.locations.push(location);
         }
         if server.listen.is_empty() {
@@ -545,7 +560,14 @@ impl Builder<'_> {
             "proxy_http_allow" => server.http_ports = self.port_list(directive)?,
             "client_body_timeout" => server.client_body_timeout = self.time(directive)?,
             "send_timeout" => server.send_timeout = self.time(directive)?,
-            "keepalive_timeout" => server.keepalive_timeout = self.time(directive)?,
+            "keepalive_timeout" => {
+                server.keepalive_timeout = self.time(directive)?;
+                // nginx's optional second argument sets `Keep-Alive: timeout=`; sluice sends no
+                // Keep-Alive field, but a bad value is still an error.
+                if directive.args.len() == 2 {
+                    self.time_arg(directive, 1)?;
+                }
+            }
             "proxy_set_header"
             | "proxy_connect_timeout"
             | "proxy_read_timeout"
@@ -619,23 +641,32 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// A positive time, in nginx's message style when it is not one.
+    /// The directive's first argument as a time (see [`Builder::time_arg`]).
     fn time(&self, directive: &Directive) -> Result<Duration, ConfigError> {
-        let text = &directive.args[0];
+        self.time_arg(directive, 0)
+    }
+
+    /// A time between 1 ms and [`MAX_TIME`], in nginx's message style when it is not one.
+    /// The bound keeps deadlines computed from it far from overflowing.
+    fn time_arg(&self, directive: &Directive, index: usize) -> Result<Duration, ConfigError> {
+        let text = &directive.args[index];
         match parse_time(text) {
-            Some(time) if !time.is_zero() => Ok(time),
+            Some(time) if !time.is_zero() && time <= MAX_TIME => Ok(time),
             _ => Err(self.error(
                 directive,
-                format!("\"{}\" directive invalid value \"{text}\" (a time such as 500ms, 30s, 5m or 1h is needed)", directive.name),
+                format!(
+                    "\"{}\" directive invalid value \"{text}\" (a time from 1ms to 365d such as 500ms, 30s, 5m or 1h is needed)",
+                    directive.name
+                ),
             )),
         }
     }
 
+    /// `all`, or ports and ranges. Every argument is checked, `all` or not, so a typo beside
+    /// `all` still fails `-t`.
     fn port_list(&self, directive: &Directive) -> Result<PortList, ConfigError> {
-        if directive.args.iter().any(|a| a == "all") {
-            return Ok(PortList::All);
-        }
         let mut ranges = Vec::new();
+        let mut all = false;
         for arg in &directive.args {
             let invalid = || {
                 self.error(
@@ -644,6 +675,10 @@ impl Builder<'_> {
                 )
             };
             let range = match arg.split_once('-') {
+                _ if arg == "all" => {
+                    all = true;
+                    continue;
+                }
                 Some((lo, hi)) => {
                     let (lo, hi) = (
                         parse_port(lo).ok_or_else(invalid)?,
@@ -661,7 +696,11 @@ impl Builder<'_> {
             };
             ranges.push(range);
         }
-        Ok(PortList::Ranges(ranges))
+        Ok(if all {
+            PortList::All
+        } else {
+            PortList::Ranges(ranges)
+        })
     }
 
     fn connect_response(&self, directive: &Directive) -> Result<Template<ConnectVar>, ConfigError> {
