@@ -97,7 +97,7 @@ const fn block(name: &'static str, contexts: &'static [Context], args: (usize, u
 const fn ignored(name: &'static str, block: bool, why: &'static str) -> Spec {
     Spec {
         name,
-        contexts: ANYWHERE,
+        contexts: if block { MAIN } else { ANYWHERE },
         block,
         args: (0, MANY),
         unique: false,
@@ -411,7 +411,14 @@ impl Builder<'_> {
                         })?);
                 }
                 ("ipv6only", Some("on")) => {}
-                ("ssl" | "http2" | "http3" | "quic" | "proxy_protocol" | "ipv6only", _) => {
+                ("ipv6only", _) => {
+                    return Err(self.error(
+                        directive,
+                        "\"ipv6only=off\" is not supported: an IPv6 listener serves only IPv6; \
+                         add a second \"listen\" for the IPv4 address",
+                    ));
+                }
+                ("ssl" | "http2" | "http3" | "quic" | "proxy_protocol", _) => {
                     return Err(self.error(
                         directive,
                         format!(
@@ -455,6 +462,9 @@ impl Builder<'_> {
         inherited: &Forwarding,
     ) -> Result<Location, ConfigError> {
         let pattern = match block.args.as_slice() {
+            [path] if path.starts_with('@') => {
+                return Err(self.error(block, "named locations are not supported"));
+            }
             [path] => LocationMatch::Prefix(path.clone()),
             [modifier, path] if modifier == "^~" => LocationMatch::Prefix(path.clone()),
             [modifier, path] if modifier == "=" => LocationMatch::Exact(path.clone()),
@@ -728,7 +738,8 @@ impl Builder<'_> {
             };
             match arg.split_once('=') {
                 Some(("valid", v)) => {
-                    settings.valid = Some(parse_time(v).ok_or_else(|| {
+                    let valid = parse_time(v).filter(|t| !t.is_zero() && *t <= MAX_TIME);
+                    settings.valid = Some(valid.ok_or_else(|| {
                         self.error(directive, format!("invalid parameter \"{arg}\""))
                     })?);
                 }
