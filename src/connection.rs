@@ -13,10 +13,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::access::Auth;
 use crate::config::{ConnectVar, Server};
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
 use crate::forward::{self, Next, Pool};
+use crate::limits::PerClient;
 use crate::request::{Head, Limits, ReadError, read_head};
 use crate::resolve::Resolver;
 use crate::stream::{Conn, reset};
@@ -31,6 +33,12 @@ pub struct ServerContext {
     pub limits: Limits,
     /// Idle upstream connections for forwarded requests.
     pub pool: Pool,
+    /// `auth_basic` with its users, when on.
+    pub auth: Option<Auth>,
+    /// Every address this process listens on: never a destination.
+    pub own_listeners: Arc<[SocketAddr]>,
+    /// Connections open per client address.
+    pub per_client: Arc<PerClient>,
 }
 
 impl ServerContext {
@@ -53,14 +61,17 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>)
                 Err(ReadError::Closed) => return,
                 Err(ReadError::Refused(error)) => {
                     log::debug!("{peer}: {error}");
-                    return refuse(client.stream, &error).await;
+                    return refuse(client.stream, error).await;
                 }
             };
+        if let Err(error) = admit(&head, peer, &ctx).await {
+            return refuse_logged(client.stream, peer, &head, error).await;
+        }
         if head.method == "CONNECT" {
             return connect(client, peer, &head, &ctx).await;
         }
         if !ctx.forwards() {
-            return refuse_logged(client.stream, peer, &head, &not_connect(&head)).await;
+            return refuse_logged(client.stream, peer, &head, not_connect(&head)).await;
         }
         match forward::forward(&mut client, &head, peer, &ctx).await {
             Ok(Next::KeepAlive) => idle = config.keepalive_timeout,
@@ -82,9 +93,26 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>)
                 );
                 return;
             }
-            Err(error) => return refuse_logged(client.stream, peer, &head, &error).await,
+            Err(error) => return refuse_logged(client.stream, peer, &head, error).await,
         }
     }
+}
+
+/// Who may use this server: `allow`/`deny` first, then proxy authentication, as nginx orders
+/// its access and auth phases. Nothing is resolved or dialled for a refused client.
+async fn admit(head: &Head, peer: SocketAddr, ctx: &ServerContext) -> Result<(), ProxyError> {
+    if ctx.config.clients.check(peer.ip()).is_err() {
+        return Err(ProxyError::ClientDenied);
+    }
+    if let Some(auth) = &ctx.auth {
+        let Some(user) = auth.check(head.header("proxy-authorization")).await else {
+            return Err(ProxyError::AuthRequired {
+                realm: auth.realm.clone(),
+            });
+        };
+        log::debug!("{peer} authenticated as \"{user}\"");
+    }
+    Ok(())
 }
 
 /// Serves a CONNECT: policy, resolve, dial, `200`, tunnel.
@@ -92,7 +120,7 @@ async fn connect(mut client: Conn, peer: SocketAddr, head: &Head, ctx: &ServerCo
     let started = Instant::now();
     let (target, upstream) = match open_tunnel(head, ctx).await {
         Ok(opened) => opened,
-        Err(error) => return refuse_logged(client.stream, peer, head, &error).await,
+        Err(error) => return refuse_logged(client.stream, peer, head, error).await,
     };
     let upstream_addr = upstream.peer_addr().ok();
     let response = established_response(&ctx.config, &target, upstream_addr);
@@ -133,8 +161,7 @@ async fn open_tunnel(head: &Head, ctx: &ServerContext) -> Result<(Target, TcpStr
         timeout: config.connect_timeout,
         bind: config.connect_bind,
     };
-    let upstream =
-        upstream::connect(&ctx.resolver, &target, config.connect_address, options).await?;
+    let upstream = upstream::connect(ctx, &target, config.connect_address, options).await?;
     Ok((target, upstream))
 }
 
@@ -177,7 +204,7 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 64 * 1024;
 
 /// Logs why a request was refused (server-side failures louder) and refuses it.
-async fn refuse_logged(client: TcpStream, peer: SocketAddr, head: &Head, error: &ProxyError) {
+async fn refuse_logged(client: TcpStream, peer: SocketAddr, head: &Head, error: ProxyError) {
     let (status, _) = error.status();
     if status >= 500 {
         log::warn!(
@@ -196,7 +223,7 @@ async fn refuse_logged(client: TcpStream, peer: SocketAddr, head: &Head, error: 
 }
 
 /// Writes the error response and closes.
-async fn refuse(mut client: TcpStream, error: &ProxyError) {
+pub async fn refuse(mut client: TcpStream, error: ProxyError) {
     let written = tokio::time::timeout(LINGER, client.write_all(&error.response())).await;
     if matches!(written, Ok(Ok(()))) {
         linger_close(client).await;

@@ -21,6 +21,14 @@ pub enum ProxyError {
     MethodNotAllowed(&'static str),
     /// A CONNECT to a server block without `proxy_connect`.
     ConnectDisabled,
+    /// `allow` / `deny` refused the client.
+    ClientDenied,
+    /// `auth_basic` is on and the credentials are missing or wrong.
+    AuthRequired { realm: String },
+    /// A destination rule (or a built-in one) refused every address of the target.
+    DestinationDenied(String),
+    /// A connection limit is reached.
+    Overloaded(&'static str),
     /// `proxy_connect_allow` does not list the port.
     PortNotAllowed(u16),
     /// `proxy_http_allow` does not list the port of a forwarded request.
@@ -52,9 +60,12 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) | ProxyError::ConnectDisabled => {
                 (405, "Method Not Allowed")
             }
-            ProxyError::PortNotAllowed(_) | ProxyError::ForwardPortNotAllowed(_) => {
-                (403, "Forbidden")
-            }
+            ProxyError::ClientDenied
+            | ProxyError::DestinationDenied(_)
+            | ProxyError::PortNotAllowed(_)
+            | ProxyError::ForwardPortNotAllowed(_) => (403, "Forbidden"),
+            ProxyError::AuthRequired { .. } => (407, "Proxy Authentication Required"),
+            ProxyError::Overloaded(_) => (503, "Service Unavailable"),
             ProxyError::ResolveFailed { .. }
             | ProxyError::ConnectFailed { .. }
             | ProxyError::BadGateway(_) => (502, "Bad Gateway"),
@@ -69,15 +80,21 @@ impl ProxyError {
     pub fn response(&self) -> Vec<u8> {
         let (code, reason) = self.status();
         let body = format!("{code} {reason}: {self}\n");
-        let allow = match self {
+        let extra = match self {
             ProxyError::MethodNotAllowed(allowed) => format!("Allow: {allowed}\r\n"),
+            ProxyError::AuthRequired { realm } => {
+                format!(
+                    "Proxy-Authenticate: Basic realm=\"{}\"\r\n",
+                    realm.replace(['"', '\\'], "")
+                )
+            }
             _ => String::new(),
         };
         format!(
             "HTTP/1.1 {code} {reason}\r\n\
              Content-Type: text/plain; charset=utf-8\r\n\
              Content-Length: {}\r\n\
-             {allow}\
+             {extra}\
              Connection: close\r\n\
              \r\n\
              {body}",
@@ -98,6 +115,10 @@ impl fmt::Display for ProxyError {
                 write!(f, "this proxy serves only {allowed} requests")
             }
             ProxyError::ConnectDisabled => f.write_str("CONNECT is not enabled on this server"),
+            ProxyError::ClientDenied => f.write_str("access denied"),
+            ProxyError::AuthRequired { .. } => f.write_str("proxy authentication required"),
+            ProxyError::DestinationDenied(why) => write!(f, "destination denied: {why}"),
+            ProxyError::Overloaded(which) => write!(f, "too many connections ({which})"),
             ProxyError::PortNotAllowed(port) => {
                 write!(f, "CONNECT to port {port} is not allowed")
             }

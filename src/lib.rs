@@ -22,13 +22,17 @@
 //! - [`tunnel`] moves bytes both ways, passing half-closes on, until both directions are done.
 //! - [`forward`] forwards plain-HTTP requests: header hygiene, strict framing, streamed bodies,
 //!   an idle upstream pool; [`stream`] is the buffered socket it and [`request`] read from.
+//! - [`access`] decides who may use the proxy and where it may go (allow/deny, proxy
+//!   authentication, destination rules); [`limits`] counts connections.
 //! - [`config`] reads the nginx-syntax configuration; [`template`] expands `$variables`.
 
+pub mod access;
 pub mod config;
 pub mod connection;
 pub mod dial;
 pub mod error;
 pub mod forward;
+pub mod limits;
 pub mod request;
 pub mod resolve;
 pub mod server;

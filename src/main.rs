@@ -78,6 +78,10 @@ fn test_config(config: Result<Config, sluice::config::ConfigError>, shown: &str)
 }
 
 fn run(config: Config) -> ExitCode {
+    match sluice::limits::raise_open_file_limit() {
+        Ok(limit) => log::info!("open file limit: {limit}"),
+        Err(error) => log::warn!("cannot read the open file limit: {error}"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,14 +14,18 @@ use crate::stream::{Conn, HeadError};
 pub struct Limits {
     /// The request line, CRLF included.
     pub line: usize,
+    /// One header line, CRLF included.
+    pub header_line: usize,
     /// The whole head, blank line included.
     pub head: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        // nginx's `large_client_header_buffers 4 8k`.
         Limits {
             line: 8 * 1024,
+            header_line: 8 * 1024,
             head: 32 * 1024,
         }
     }
@@ -113,6 +117,13 @@ pub fn parse_head(bytes: &[u8], limits: Limits) -> Result<Head, ProxyError> {
         return Err(ProxyError::RequestLineTooLong);
     }
     check_line_endings(bytes)?;
+    if bytes
+        .split(|&b| b == b'\n')
+        .skip(1)
+        .any(|line| line.len() + 1 > limits.header_line)
+    {
+        return Err(ProxyError::HeadTooLarge);
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(bytes) {

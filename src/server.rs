@@ -12,10 +12,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::access::Auth;
 use crate::config::{Config, Listen, Origin};
 use crate::connection::{self, ServerContext};
+use crate::error::ProxyError;
 use crate::forward::Pool;
-use crate::request::Limits;
+use crate::limits::{Gauge, PerClient};
 use crate::resolve::Resolver;
 
 /// The listen backlog when `listen ... backlog=N` does not say; the kernel caps it at
@@ -25,6 +27,8 @@ const DEFAULT_BACKLOG: u32 = 4096;
 /// All listeners, bound and ready to accept.
 pub struct Proxy {
     listeners: Vec<Bound>,
+    /// Client connections open in the whole process, against `max_connections`.
+    connections: Arc<Gauge>,
 }
 
 struct Bound {
@@ -38,16 +42,10 @@ impl Proxy {
     /// Binds every listener of `config`. Must run inside a tokio runtime. Errors read like
     /// nginx's: `bind() to 0.0.0.0:80 failed (Permission denied), listen in proxy.conf:3`.
     pub fn bind(config: &Config) -> Result<Proxy, String> {
-        let mut listeners = Vec::new();
-        for server in &config.servers {
-            let resolver = Resolver::new(server.resolver.as_ref(), server.resolver_timeout)
-                .map_err(|e| format!("{e} (server in {})", server.origin))?;
-            let context = Arc::new(ServerContext {
-                config: server.clone(),
-                resolver,
-                limits: Limits::default(),
-                pool: Pool::default(),
-            });
+        // Sockets first: every server must know all of the proxy's own addresses, which are
+        // never a destination.
+        let mut sockets = Vec::new();
+        for (index, server) in config.servers.iter().enumerate() {
             for listen in &server.listen {
                 let socket = bind_one(listen).map_err(|e| {
                     format!(
@@ -55,14 +53,43 @@ impl Proxy {
                         listen.addr, listen.origin
                     )
                 })?;
-                listeners.push(Bound {
-                    listener: socket,
-                    origin: listen.origin.clone(),
-                    context: Arc::clone(&context),
-                });
+                sockets.push((index, socket, listen.origin.clone()));
             }
         }
-        Ok(Proxy { listeners })
+        let own: Arc<[SocketAddr]> = sockets
+            .iter()
+            .filter_map(|(_, s, _)| s.local_addr().ok())
+            .collect();
+        let mut contexts = Vec::new();
+        for server in &config.servers {
+            let resolver = Resolver::new(server.resolver.as_ref(), server.resolver_timeout)
+                .map_err(|e| format!("{e} (server in {})", server.origin))?;
+            let auth = match (&server.auth_realm, &server.auth_users) {
+                (Some(realm), Some(users)) => Some(Auth::new(realm.clone(), users.clone())),
+                _ => None,
+            };
+            contexts.push(Arc::new(ServerContext {
+                config: server.clone(),
+                resolver,
+                limits: server.limits,
+                pool: Pool::default(),
+                auth,
+                own_listeners: Arc::clone(&own),
+                per_client: PerClient::new(server.max_connections_per_client),
+            }));
+        }
+        let listeners = sockets
+            .into_iter()
+            .map(|(index, listener, origin)| Bound {
+                listener,
+                origin,
+                context: Arc::clone(&contexts[index]),
+            })
+            .collect();
+        Ok(Proxy {
+            listeners,
+            connections: Gauge::new(config.max_connections),
+        })
     }
 
     /// Each bound address (a port of 0 resolved to the real one) and the `listen` it came from.
@@ -76,7 +103,11 @@ impl Proxy {
     pub async fn serve(self) {
         let mut accept_loops = JoinSet::new();
         for bound in self.listeners {
-            accept_loops.spawn(accept_loop(bound.listener, bound.context));
+            accept_loops.spawn(accept_loop(
+                bound.listener,
+                bound.context,
+                Arc::clone(&self.connections),
+            ));
         }
         while accept_loops.join_next().await.is_some() {}
     }
@@ -106,11 +137,30 @@ fn bind_one(listen: &Listen) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-async fn accept_loop(listener: TcpListener, context: Arc<ServerContext>) {
+async fn accept_loop(listener: TcpListener, context: Arc<ServerContext>, connections: Arc<Gauge>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(connection::serve(stream, peer, Arc::clone(&context)));
+                // Past a limit a new client gets a fast 503; open connections are untouched.
+                let Some(permit) = connections.try_acquire() else {
+                    tokio::spawn(connection::refuse(
+                        stream,
+                        ProxyError::Overloaded("max_connections"),
+                    ));
+                    continue;
+                };
+                let Some(client_permit) = context.per_client.try_acquire(peer.ip()) else {
+                    tokio::spawn(connection::refuse(
+                        stream,
+                        ProxyError::Overloaded("max_connections_per_client"),
+                    ));
+                    continue;
+                };
+                let context = Arc::clone(&context);
+                tokio::spawn(async move {
+                    connection::serve(stream, peer, context).await;
+                    drop((permit, client_permit));
+                });
             }
             Err(error) if is_per_connection(&error) => {}
             Err(error) => {

@@ -175,38 +175,41 @@ async fn curl_reaches_a_tls_origin_through_the_tunnel() {
     assert!(body.contains("Cipher"), "{body}");
 }
 
-/// Binds 127.0.0.1:443 for an origin, if this user may (tests that need the default port
-/// list run only then).
-async fn origin_on_443() -> Option<SocketAddr> {
-    http_origin("127.0.0.1:443").await.ok()
+#[tokio::test]
+async fn the_embedded_default_is_a_safe_loopback_proxy() {
+    if std::net::TcpListener::bind("127.0.0.1:3128").is_err() {
+        eprintln!("skipped: 127.0.0.1:3128 is in use");
+        return;
+    }
+    let proxy = Proxy::spawn(&[], 1, temp_dir());
+    assert_eq!(proxy.addr(), "127.0.0.1:3128".parse().unwrap());
+    // Ports other than 443 and 563 are refused before anything else...
+    let (_, head) = connect(proxy.addr(), "192.0.2.1:8443").await;
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head:?}");
+    // ...and the machine's own loopback services are not a destination, by either method.
+    let refused = exchange(proxy.addr(), b"CONNECT 127.0.0.1:443 HTTP/1.1\r\n\r\n").await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.body.contains("loopback"), "{}", refused.body);
+    let refused = exchange(proxy.addr(), b"GET http://127.0.0.1:443/ HTTP/1.1\r\n\r\n").await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let refused = exchange(
+        proxy.addr(),
+        b"GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        refused.status, 403,
+        "the cloud metadata address: {}",
+        refused.body
+    );
+    if have("curl") {
+        let (code, _) = curl(&["-x", "http://127.0.0.1:3128", "https://127.0.0.1/"]).await;
+        assert_eq!(code, "000", "curl must not get through to loopback");
+    }
 }
 
 #[tokio::test]
-async fn the_embedded_default_and_the_pasted_nginx_block_both_tunnel_to_443() {
-    let Some(origin) = origin_on_443().await else {
-        eprintln!("skipped: cannot bind 127.0.0.1:443 here");
-        return;
-    };
-
-    // The embedded default: no -c at all, 127.0.0.1:3128.
-    if std::net::TcpListener::bind("127.0.0.1:3128").is_ok() {
-        let proxy = Proxy::spawn(&[], 1, temp_dir());
-        assert_eq!(proxy.addr(), "127.0.0.1:3128".parse().unwrap());
-        tunnel(proxy.addr(), &origin.to_string()).await;
-        let (_, head) = connect(proxy.addr(), "127.0.0.1:8443").await;
-        assert!(
-            head.starts_with("HTTP/1.1 403 "),
-            "8443 must be refused: {head:?}"
-        );
-        if have("curl") {
-            let (code, body) =
-                curl(&["-p", "-x", "http://127.0.0.1:3128", "http://127.0.0.1:443/"]).await;
-            assert_eq!((code.as_str(), body.as_str()), ("200", BODY));
-        }
-    } else {
-        eprintln!("skipped the embedded default: 127.0.0.1:3128 is in use");
-    }
-
+async fn the_pasted_nginx_block_loads_and_serves_as_is() {
     // The block from a real nginx + proxy_connect deployment, verbatim.
     let seed = "\
 server {
@@ -223,7 +226,7 @@ server {
 }
 ";
     if std::net::TcpListener::bind("0.0.0.0:10101").is_err() {
-        eprintln!("skipped the seed block: port 10101 is in use");
+        eprintln!("skipped: port 10101 is in use");
         return;
     }
     let proxy = Proxy::start(seed);
@@ -232,12 +235,14 @@ server {
     assert!(log.contains("\"root\" directive is ignored"), "{log}");
     assert!(log.contains("\"index\" directive is ignored"), "{log}");
     let via = "127.0.0.1:10101".parse().unwrap();
-    let mut stream = tunnel(via, &origin.to_string()).await;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.unwrap();
-    assert!(answer.ends_with(BODY), "{answer}");
+    // The module's default port list, then sluice's built-in destination rules: both answer
+    // without resolving anything (8.8.8.8 is never asked: these are address literals).
+    let (_, head) = connect(via, "192.0.2.1:22").await;
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head:?}");
+    let refused = exchange(via, b"CONNECT 127.0.0.1:443 HTTP/1.1\r\n\r\n").await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.body.contains("loopback"), "{}", refused.body);
+    // Its own port is never a destination, even by another name for it.
+    let refused = exchange(via, b"GET http://127.0.0.1:10101/ HTTP/1.1\r\n\r\n").await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
 }

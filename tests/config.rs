@@ -558,39 +558,58 @@ fn proxy_pass_to_a_fixed_backend_is_not_supported() {
 }
 
 #[test]
-fn access_control_is_refused_not_ignored() {
-    let why = "is not supported yet; sluice refuses to start rather than run a more open proxy \
-               than the configuration asks for";
-    assert_refused(
-        &server("    allow 10.0.0.0/8;"),
-        4,
-        &format!("\"allow\" directive {why}"),
+fn access_control_forms_and_refusals() {
+    // Accepted where sluice applies them: server and http.
+    let t = test_config(&server(
+        "    allow 10.0.0.0/8;\n    allow ::1;\n    deny all;\n    destination_allow *.corp.example .intra.example 10.0.0.0/8;\n    \
+         destination_deny all;\n    max_connections_per_client 10;\n    large_client_header_buffers 8 16k;",
+    ));
+    assert!(t.ok, "{}", t.stderr);
+    let t = test_config(
+        "max_connections 100;\nhttp {\n    deny 192.0.2.0/24;\n    server {\n        listen 127.0.0.1:3128;\n    }\n}\n",
     );
-    assert_refused(
-        &server("    deny all;"),
-        4,
-        &format!("\"deny\" directive {why}"),
-    );
-    assert_refused(
-        &server("    auth_basic \"x\";"),
-        4,
-        &format!("\"auth_basic\" directive {why}"),
-    );
-    assert_refused(
-        &server("    auth_basic_user_file /etc/htpasswd;"),
-        4,
-        &format!("\"auth_basic_user_file\" directive {why}"),
-    );
-    // In any context, including a location and http.
+    assert!(t.ok, "{}", t.stderr);
+    // In a location they would not cover CONNECT: refused rather than half-applied.
     assert_refused(
         &server("    location / {\n        allow 10.0.0.0/8;\n    }"),
         5,
-        &format!("\"allow\" directive {why}"),
+        "\"allow\" in a location is not supported: sluice applies it to every request of the server, \
+         CONNECT included; move it to the server block",
     );
     assert_refused(
-        "http {\n    deny all;\n    server {\n        listen 127.0.0.1:3128;\n    }\n}\n",
-        2,
-        &format!("\"deny\" directive {why}"),
+        &server("    allow 10.0.0.1/8;"),
+        4,
+        "invalid parameter \"10.0.0.1/8\" (low address bits of the mask are not zero)",
+    );
+    assert_refused(
+        &server("    deny banana;"),
+        4,
+        "invalid parameter \"banana\" (invalid address)",
+    );
+    assert_refused(
+        &server("    destination_deny 10.0.0.0/33;"),
+        4,
+        "invalid address \"10.0.0.0/33\" in \"destination_deny\" directive (invalid prefix length)",
+    );
+    assert_refused(
+        &server("    destination_allow exa$mple.com;"),
+        4,
+        "invalid host pattern \"exa$mple.com\" in \"destination_allow\" directive",
+    );
+    assert_refused(
+        &server("    max_connections_per_client 0;"),
+        4,
+        "invalid value \"0\" in \"max_connections_per_client\" directive",
+    );
+    assert_refused(
+        &server("    large_client_header_buffers 4 10;"),
+        4,
+        "invalid size \"10\" in \"large_client_header_buffers\" (1k to 1m)",
+    );
+    assert_refused(
+        "server {\n    listen 127.0.0.1:3128;\n    auth_basic \"x\";\n}\n",
+        1,
+        "\"auth_basic\" needs \"auth_basic_user_file\" in the same server block or above it",
     );
 }
 

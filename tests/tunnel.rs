@@ -170,7 +170,9 @@ async fn ipv6_listener_and_target() {
         let _ = tokio::io::copy(&mut r, &mut w).await;
     })
     .await;
-    let proxy = Proxy::start("server { listen [::1]:0; proxy_connect; proxy_connect_allow all; }");
+    let proxy = Proxy::start(
+        "server { listen [::1]:0; proxy_connect; proxy_connect_allow all; destination_allow ::1; }",
+    );
     assert!(proxy.addr().is_ipv6());
     let mut stream = tunnel(proxy.addr(), &format!("[::1]:{}", echo.port())).await;
     stream.write_all(b"over v6").await.unwrap();
@@ -278,7 +280,7 @@ async fn proxy_connect_bind_sets_the_source_address() {
 async fn each_server_block_applies_its_own_policy() {
     let echo = echo_server().await;
     let proxy = Proxy::start_with(
-        "server { listen 127.0.0.1:0; proxy_connect; proxy_connect_allow all; }\n\
+        "server { listen 127.0.0.1:0; proxy_connect; proxy_connect_allow all; destination_allow 127.0.0.1; }\n\
          server { listen 127.0.0.1:0; proxy_connect; }\n",
         2,
     );

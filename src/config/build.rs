@@ -13,12 +13,16 @@ use std::time::Duration;
 use super::error::{ConfigError, Origin};
 use super::syntax::Directive;
 use super::values::{
-    ListenError, parse_flag, parse_ip, parse_ip_and_port, parse_listen, parse_port, parse_time,
+    ListenError, parse_flag, parse_ip, parse_ip_and_port, parse_listen, parse_port, parse_size,
+    parse_time,
 };
 use super::{
     Config, ConnectVar, Forwarding, HeaderVar, Listen, Location, LocationMatch, PortList,
     ResolverSettings, Server, SetHeader,
 };
+use crate::access::auth::Users;
+use crate::access::{Cidr, ClientRules, DestinationRule, DestinationRules, HostPattern, Matcher};
+use crate::request::Limits;
 use crate::template::Template;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,8 +120,6 @@ const fn unsupported(name: &'static str, why: &'static str) -> Spec {
     }
 }
 
-const NOT_YET_ACCESS: &str = "is not supported yet; sluice refuses to start rather than run a more open proxy than the configuration asks for";
-
 /// Every directive sluice knows.
 const SPECS: &[Spec] = &[
     block("http", MAIN, (0, 0)),
@@ -184,10 +186,20 @@ const SPECS: &[Spec] = &[
         false,
         "sluice always streams bodies",
     ),
-    unsupported("allow", NOT_YET_ACCESS),
-    unsupported("deny", NOT_YET_ACCESS),
-    unsupported("auth_basic", NOT_YET_ACCESS),
-    unsupported("auth_basic_user_file", NOT_YET_ACCESS),
+    used("allow", HTTP_SERVER_LOCATION, (1, 1), false),
+    used("deny", HTTP_SERVER_LOCATION, (1, 1), false),
+    used("auth_basic", HTTP_SERVER_LOCATION, (1, 1), true),
+    used("auth_basic_user_file", HTTP_SERVER_LOCATION, (1, 1), true),
+    used("destination_allow", HTTP_SERVER, (1, MANY), false),
+    used("destination_deny", HTTP_SERVER, (1, MANY), false),
+    used(
+        "max_connections",
+        &[Context::Main, Context::Http],
+        (1, 1),
+        true,
+    ),
+    used("max_connections_per_client", HTTP_SERVER, (1, 1), true),
+    used("large_client_header_buffers", HTTP_SERVER, (2, 2), true),
     unsupported(
         "include",
         "is not supported yet; put everything in one file",
@@ -203,6 +215,7 @@ pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
     let mut builder = Builder {
         file,
         warnings: Vec::new(),
+        max_connections: None,
     };
     let mut servers = Vec::new();
     let main_defaults = Server::defaults(builder.origin(1));
@@ -210,7 +223,8 @@ pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
         match directive.name.as_str() {
             "server" => servers.push(builder.server(directive, &main_defaults)?),
             "http" => builder.http(directive, &mut servers)?,
-            other => unreachable!("\"{other}\" is marked as used in the main context"),
+            "max_connections" => builder.max_connections = Some(builder.count(directive)?),
+            _ => return Err(builder.not_allowed(directive)),
         }
     }
     if servers.is_empty() {
@@ -221,6 +235,7 @@ pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
     check_unique_listeners(&servers, file)?;
     Ok(Config {
         servers,
+        max_connections: builder.max_connections,
         warnings: builder.warnings,
     })
 }
@@ -243,9 +258,20 @@ fn check_unique_listeners(servers: &[Server], file: &str) -> Result<(), ConfigEr
     Ok(())
 }
 
+/// Which list-valued settings a level has written itself: in nginx, a level with any entry of
+/// its own inherits none from the level above.
+#[derive(Default)]
+struct Own {
+    headers: bool,
+    clients: bool,
+    destinations: bool,
+}
+
 struct Builder<'a> {
     file: &'a str,
     warnings: Vec<String>,
+    /// `max_connections`, which is process-wide.
+    max_connections: Option<usize>,
 }
 
 impl Builder<'_> {
@@ -254,6 +280,15 @@ impl Builder<'_> {
             file: self.file.to_string(),
             line,
         }
+    }
+
+    /// For a directive that passed [`SPECS`] but that no handler of its context takes: a gap
+    /// in this file, reported as an error rather than a panic.
+    fn not_allowed(&self, directive: &Directive) -> ConfigError {
+        self.error(
+            directive,
+            format!("\"{}\" directive is not allowed here", directive.name),
+        )
     }
 
     fn error(&self, directive: &Directive, message: impl Into<String>) -> ConfigError {
@@ -325,9 +360,12 @@ impl Builder<'_> {
         let body = http.block.as_deref().unwrap_or_default();
         let directives = self.checked(body, Context::Http)?;
         let mut defaults = Server::defaults(self.origin(http.line));
-        let mut own_headers = false;
+        let mut own = Own::default();
         for directive in directives.iter().filter(|d| d.name != "server") {
-            self.setting(&mut defaults, directive, &mut own_headers)?;
+            match directive.name.as_str() {
+                "max_connections" => self.max_connections = Some(self.count(directive)?),
+                _ => self.setting(&mut defaults, directive, &mut own)?,
+            }
         }
         for directive in directives.iter().filter(|d| d.name == "server") {
             servers.push(self.server(directive, &defaults)?);
@@ -341,12 +379,12 @@ impl Builder<'_> {
         let body = block.block.as_deref().unwrap_or_default();
         let directives = self.checked(body, Context::Server)?;
         // Server-level settings first, wherever they stand: locations inherit them.
-        let mut own_headers = false;
+        let mut own = Own::default();
         for directive in directives.iter().filter(|d| d.name != "location") {
             match directive.name.as_str() {
                 "listen" => self.listen(&mut server, directive)?,
                 "proxy_connect" => server.proxy_connect = true,
-                _ => self.setting(&mut server, directive, &mut own_headers)?,
+                _ => self.setting(&mut server, directive, &mut own)?,
             }
         }
         for directive in directives.iter().filter(|d| d.name == "location") {
@@ -364,6 +402,12 @@ impl Builder<'_> {
                 return Err(self.error(directive, format!("duplicate location \"{shown}\"")));
             }
             server.locations.push(location);
+        }
+        if server.auth_realm.is_some() && server.auth_users.is_none() {
+            return Err(self.error(
+                block,
+                "\"auth_basic\" needs \"auth_basic_user_file\" in the same server block or above it",
+            ));
         }
         if server.listen.is_empty() {
             return Err(self.error(
@@ -484,7 +528,7 @@ impl Builder<'_> {
             proxy_pass: false,
             forwarding: inherited.clone(),
         };
-        let mut own_headers = false;
+        let mut own = Own::default();
         let body = block.block.as_deref().unwrap_or_default();
         for directive in self.checked(body, Context::Location)? {
             match directive.name.as_str() {
@@ -501,27 +545,34 @@ impl Builder<'_> {
                     }
                     location.proxy_pass = true;
                 }
-                _ => {
-                    self.forwarding_setting(&mut location.forwarding, directive, &mut own_headers)?
+                name @ ("allow" | "deny" | "auth_basic" | "auth_basic_user_file") => {
+                    return Err(self.error(
+                        directive,
+                        format!(
+                            "\"{name}\" in a location is not supported: sluice applies it to every request \
+                             of the server, CONNECT included; move it to the server block"
+                        ),
+                    ));
                 }
+                _ => self.forwarding_setting(&mut location.forwarding, directive, &mut own)?,
             }
         }
         Ok(location)
     }
 
     /// The `proxy_*` directives of plain-HTTP forwarding, valid in http, server and location.
-    /// `own_headers` tracks nginx's rule that a level with any `proxy_set_header` of its own
-    /// inherits none from the level above.
+    /// `own` tracks nginx's rule that a level with any `proxy_set_header` of its own inherits
+    /// none from the level above.
     fn forwarding_setting(
         &mut self,
         forwarding: &mut Forwarding,
         directive: &Directive,
-        own_headers: &mut bool,
+        own: &mut Own,
     ) -> Result<(), ConfigError> {
         let arg = directive.args[0].as_str();
         match directive.name.as_str() {
             "proxy_set_header" => {
-                if !std::mem::replace(own_headers, true) {
+                if !std::mem::replace(&mut own.headers, true) {
                     forwarding.set_headers.clear();
                 }
                 let name = arg.to_string();
@@ -548,7 +599,7 @@ impl Builder<'_> {
                 )),
                 _ => return Err(self.error(directive, format!("invalid value \"{arg}\" in \"proxy_http_version\" directive"))),
             },
-            other => unreachable!("\"{other}\" is not a forwarding directive"),
+            _ => return Err(self.not_allowed(directive)),
         }
         Ok(())
     }
@@ -558,7 +609,7 @@ impl Builder<'_> {
         &mut self,
         server: &mut Server,
         directive: &Directive,
-        own_headers: &mut bool,
+        own: &mut Own,
     ) -> Result<(), ConfigError> {
         let arg = directive
             .args
@@ -568,6 +619,68 @@ impl Builder<'_> {
         match directive.name.as_str() {
             "proxy_connect_allow" => server.connect_ports = self.port_list(directive)?,
             "proxy_http_allow" => server.http_ports = self.port_list(directive)?,
+            "allow" | "deny" => {
+                if !std::mem::replace(&mut own.clients, true) {
+                    server.clients = ClientRules::default();
+                }
+                let range = match arg {
+                    "all" => None,
+                    _ => Some(Cidr::parse(arg).map_err(|why| {
+                        self.error(directive, format!("invalid parameter \"{arg}\" ({why})"))
+                    })?),
+                };
+                server.clients.push(
+                    directive.name == "allow",
+                    range,
+                    self.origin(directive.line),
+                );
+            }
+            "destination_allow" | "destination_deny" => {
+                if !std::mem::replace(&mut own.destinations, true) {
+                    server.destinations = DestinationRules::default();
+                }
+                for arg in &directive.args {
+                    let matcher = self.destination(directive, arg)?;
+                    server.destinations.push(DestinationRule {
+                        allow: directive.name == "destination_allow",
+                        matcher,
+                        origin: self.origin(directive.line),
+                    });
+                }
+            }
+            "auth_basic" => server.auth_realm = (arg != "off").then(|| arg.to_string()),
+            "auth_basic_user_file" => {
+                let path = self.relative_path(arg);
+                let users = Users::load(&path).map_err(|error| {
+                    self.error(
+                        directive,
+                        format!("in the \"auth_basic_user_file\" directive: {error}"),
+                    )
+                })?;
+                server.auth_users = Some(users);
+            }
+            "max_connections_per_client" => {
+                server.max_connections_per_client = Some(self.count(directive)?)
+            }
+            "large_client_header_buffers" => {
+                let number = self.count(directive)?;
+                let size = parse_size(&directive.args[1])
+                    .filter(|&s| (1024..=1 << 20).contains(&s))
+                    .ok_or_else(|| {
+                        self.error(
+                            directive,
+                            format!(
+                                "invalid size \"{}\" in \"large_client_header_buffers\" (1k to 1m)",
+                                directive.args[1]
+                            ),
+                        )
+                    })?;
+                server.limits = Limits {
+                    line: size,
+                    header_line: size,
+                    head: number.saturating_mul(size).min(1 << 20),
+                };
+            }
             "client_body_timeout" => server.client_body_timeout = self.time(directive)?,
             "send_timeout" => server.send_timeout = self.time(directive)?,
             "keepalive_timeout" => {
@@ -584,7 +697,7 @@ impl Builder<'_> {
             | "proxy_send_timeout"
             | "proxy_via"
             | "proxy_http_version" => {
-                self.forwarding_setting(&mut server.forwarding, directive, own_headers)?
+                self.forwarding_setting(&mut server.forwarding, directive, own)?
             }
             "proxy_connect_connect_timeout" => server.connect_timeout = self.time(directive)?,
             "proxy_connect_data_timeout" => server.data_timeout = self.time(directive)?,
@@ -646,9 +759,77 @@ impl Builder<'_> {
             "resolver" => server.resolver = Some(self.resolver(directive)?),
             "resolver_timeout" => server.resolver_timeout = self.time(directive)?,
             "client_header_timeout" => server.client_header_timeout = self.time(directive)?,
-            other => unreachable!("\"{other}\" is marked as used in http or server"),
+            _ => return Err(self.not_allowed(directive)),
         }
         Ok(())
+    }
+
+    /// A positive count, such as a connection limit.
+    fn count(&self, directive: &Directive) -> Result<usize, ConfigError> {
+        let text = &directive.args[0];
+        text.parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0 && text.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| {
+                self.error(
+                    directive,
+                    format!(
+                        "invalid value \"{text}\" in \"{}\" directive",
+                        directive.name
+                    ),
+                )
+            })
+    }
+
+    /// One argument of `destination_allow` / `destination_deny`: `all`, an address or CIDR, or
+    /// a host pattern (`example.com`, `*.example.com`, `.example.com`).
+    fn destination(&self, directive: &Directive, arg: &str) -> Result<Matcher, ConfigError> {
+        if arg == "all" {
+            return Ok(Matcher::All);
+        }
+        let looks_numeric =
+            arg.contains('/') || arg.contains(':') || arg.parse::<std::net::IpAddr>().is_ok();
+        if looks_numeric {
+            return Cidr::parse(arg).map(Matcher::Addr).map_err(|why| {
+                self.error(
+                    directive,
+                    format!(
+                        "invalid address \"{arg}\" in \"{}\" directive ({why})",
+                        directive.name
+                    ),
+                )
+            });
+        }
+        let bare = arg
+            .strip_prefix("*.")
+            .or_else(|| arg.strip_prefix('.'))
+            .unwrap_or(arg);
+        let valid = !bare.is_empty()
+            && bare.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !valid {
+            return Err(self.error(
+                directive,
+                format!(
+                    "invalid host pattern \"{arg}\" in \"{}\" directive",
+                    directive.name
+                ),
+            ));
+        }
+        Ok(Matcher::Host(HostPattern::parse(arg)))
+    }
+
+    /// A path as written, relative ones taken from the config file's directory.
+    fn relative_path(&self, text: &str) -> std::path::PathBuf {
+        let path = std::path::Path::new(text);
+        match std::path::Path::new(self.file).parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        }
     }
 
     /// The directive's first argument as a time (see [`Builder::time_arg`]).

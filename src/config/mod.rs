@@ -16,6 +16,9 @@ use std::time::Duration;
 
 pub use error::{ConfigError, Origin};
 
+use crate::access::auth::Users;
+use crate::access::{ClientRules, DestinationRules};
+use crate::request::Limits;
 use crate::template::Template;
 
 /// The configuration sluice runs with when no `-c FILE` is given: a loopback listener for HTTPS
@@ -39,6 +42,8 @@ pub const EMBEDDED_NAME: &str = "(embedded default)";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub servers: Vec<Server>,
+    /// `max_connections`: client connections open at once, over the whole process.
+    pub max_connections: Option<usize>,
     /// Directives that were accepted but do nothing, worded for the operator (`file:line` included).
     pub warnings: Vec<String>,
 }
@@ -105,6 +110,18 @@ pub struct Server {
     pub http_ports: PortList,
     /// Forwarding settings written at server (or http) level: the defaults of its locations.
     pub forwarding: Forwarding,
+    /// `allow` / `deny`: which clients may use this server.
+    pub clients: ClientRules,
+    /// `destination_allow` / `destination_deny`: where they may go.
+    pub destinations: DestinationRules,
+    /// `auth_basic` realm; `None` is `off`.
+    pub auth_realm: Option<String>,
+    /// `auth_basic_user_file`, read when the configuration is.
+    pub auth_users: Option<Users>,
+    /// `max_connections_per_client`: connections open at once from one client address.
+    pub max_connections_per_client: Option<usize>,
+    /// `large_client_header_buffers`: request head size limits.
+    pub limits: Limits,
     pub locations: Vec<Location>,
 }
 
@@ -129,6 +146,12 @@ impl Server {
             send_timeout: Duration::from_secs(60),
             http_ports: PortList::All,
             forwarding: Forwarding::default(),
+            clients: ClientRules::default(),
+            destinations: DestinationRules::default(),
+            auth_realm: None,
+            auth_users: None,
+            max_connections_per_client: None,
+            limits: Limits::default(),
             locations: Vec::new(),
         }
     }

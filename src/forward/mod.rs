@@ -112,7 +112,7 @@ pub async fn forward(
         timeout: forwarding.connect_timeout,
         bind: config.connect_bind,
     };
-    let stream = upstream::connect(&ctx.resolver, &uri.target, None, options).await?;
+    let stream = upstream::connect(ctx, &uri.target, None, options).await?;
     let result = exchange.run(client, Conn::new(stream)).await;
     exchange.settle(result)
 }

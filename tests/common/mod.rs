@@ -118,10 +118,12 @@ pub fn temp_dir() -> PathBuf {
     dir
 }
 
-/// A config with one loopback listener on a free port that may CONNECT anywhere.
+/// A config with one loopback listener on a free port that may CONNECT anywhere, loopback
+/// destinations included (the built-in rules refuse them; the tests' origins live there).
 pub fn open_config(extra: &str) -> String {
     format!(
-        "server {{\n    listen 127.0.0.1:0;\n    proxy_connect;\n    proxy_connect_allow all;\n{extra}\n}}\n"
+        "server {{\n    listen 127.0.0.1:0;\n    proxy_connect;\n    proxy_connect_allow all;\n    \
+         destination_allow 127.0.0.0/8 ::1;\n{extra}\n}}\n"
     )
 }
 

@@ -1,0 +1,164 @@
+//! Connection limits: `max_connections` over the whole process and
+//! `max_connections_per_client` per server block, held as permits that give their place back
+//! when the connection's task ends; and the open-file limit the process runs with.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Counts open connections against an optional limit.
+#[derive(Debug, Default)]
+pub struct Gauge {
+    limit: Option<usize>,
+    open: AtomicUsize,
+}
+
+/// One place in a [`Gauge`], returned on drop.
+#[derive(Debug)]
+pub struct Permit(Arc<Gauge>);
+
+impl Gauge {
+    pub fn new(limit: Option<usize>) -> Arc<Gauge> {
+        Arc::new(Gauge {
+            limit,
+            open: AtomicUsize::new(0),
+        })
+    }
+
+    /// A place, unless the limit is reached.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        let limit = self.limit.unwrap_or(usize::MAX);
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < limit).then_some(open + 1)
+            })
+            .ok()?;
+        Some(Permit(Arc::clone(self)))
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts open connections per client address against an optional limit.
+#[derive(Debug, Default)]
+pub struct PerClient {
+    limit: Option<usize>,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One client's place in a [`PerClient`], returned on drop.
+#[derive(Debug)]
+pub struct ClientPermit {
+    owner: Arc<PerClient>,
+    client: IpAddr,
+}
+
+impl PerClient {
+    pub fn new(limit: Option<usize>) -> Arc<PerClient> {
+        Arc::new(PerClient {
+            limit,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A place for `client`, unless it already holds the limit. Without a limit nothing is
+    /// counted, so the common case takes no lock.
+    pub fn try_acquire(self: &Arc<Self>, client: IpAddr) -> Option<Option<ClientPermit>> {
+        let Some(limit) = self.limit else {
+            return Some(None);
+        };
+        let client = client.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(client).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Some(ClientPermit {
+            owner: Arc::clone(self),
+            client,
+        }))
+    }
+}
+
+impl Drop for ClientPermit {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, since every connection costs one or two
+/// descriptors. Returns the limit now in force.
+pub fn raise_open_file_limit() -> std::io::Result<libc::rlim_t> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Ok(limit.rlim_cur);
+            }
+            return Ok(raised.rlim_cur);
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permits_are_returned_on_drop() {
+        let gauge = Gauge::new(Some(2));
+        let a = gauge.try_acquire().unwrap();
+        let _b = gauge.try_acquire().unwrap();
+        assert!(gauge.try_acquire().is_none());
+        drop(a);
+        assert!(gauge.try_acquire().is_some());
+    }
+
+    #[test]
+    fn per_client_counts_each_address() {
+        let per = PerClient::new(Some(1));
+        let one: IpAddr = "10.0.0.1".parse().unwrap();
+        let held = per.try_acquire(one).unwrap();
+        assert!(per.try_acquire(one).is_none());
+        assert!(
+            per.try_acquire("::ffff:10.0.0.1".parse().unwrap())
+                .is_none(),
+            "mapped is the same client"
+        );
+        assert!(per.try_acquire("10.0.0.2".parse().unwrap()).is_some());
+        drop(held);
+        assert!(per.try_acquire(one).is_some());
+        assert!(
+            PerClient::new(None).try_acquire(one).unwrap().is_none(),
+            "no limit, nothing counted"
+        );
+    }
+}
