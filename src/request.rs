@@ -51,6 +51,19 @@ pub struct Header {
     pub value: Vec<u8>,
 }
 
+impl Header {
+    /// Owned copies of the fields httparse found, for heads that outlive their read buffer.
+    pub fn owned(parsed: &[httparse::Header]) -> Vec<Header> {
+        parsed
+            .iter()
+            .map(|h| Header {
+                name: h.name.to_string(),
+                value: h.value.to_vec(),
+            })
+            .collect()
+    }
+}
+
 impl Head {
     /// The first header of this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
@@ -148,14 +161,7 @@ pub fn parse_head(bytes: &[u8], limits: Limits) -> Result<Head, ProxyError> {
         method: method.to_string(),
         target: target.to_string(),
         version,
-        headers: request
-            .headers
-            .iter()
-            .map(|h| Header {
-                name: h.name.to_string(),
-                value: h.value.to_vec(),
-            })
-            .collect(),
+        headers: Header::owned(request.headers),
     })
 }
 

@@ -238,15 +238,9 @@ async fn raw_origin(response: Vec<u8>) -> std::net::SocketAddr {
     serve("127.0.0.1:0", move |mut stream| {
         let response = response.clone();
         async move {
-            let mut head = Vec::new();
-            let mut byte = [0; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                if stream.read(&mut byte).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                head.push(byte[0]);
+            if read_request_head(&mut stream).await.is_some() {
+                let _ = stream.write_all(&response).await;
             }
-            let _ = stream.write_all(&response).await;
         }
     })
     .await
@@ -330,13 +324,8 @@ async fn head_204_and_304_have_no_body_and_the_connection_stays_usable() {
 #[tokio::test]
 async fn expect_100_continue_works() {
     let origin = serve("127.0.0.1:0", |mut stream| async move {
-        let mut head = Vec::new();
-        let mut byte = [0; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).await.unwrap();
-            head.push(byte[0]);
-        }
-        assert!(String::from_utf8_lossy(&head).contains("Expect: 100-continue"));
+        let head = read_request_head(&mut stream).await.unwrap();
+        assert!(head.contains("Expect: 100-continue"), "{head}");
         stream
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
             .await
@@ -548,13 +537,7 @@ async fn a_100_mib_response_streams_in_bounded_memory() {
 #[tokio::test]
 async fn a_websocket_upgrade_becomes_a_tunnel() {
     let origin = serve("127.0.0.1:0", |mut stream| async move {
-        let mut head = Vec::new();
-        let mut byte = [0; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            stream.read_exact(&mut byte).await.unwrap();
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8(head).unwrap();
+        let head = read_request_head(&mut stream).await.unwrap();
         assert!(head.contains("Upgrade: websocket"), "{head}");
         // The 101 and the first frame in one write: the frame must not be lost.
         stream

@@ -177,14 +177,7 @@ impl ResponseHead {
             version,
             status,
             reason: response.reason.unwrap_or_default().to_string(),
-            headers: response
-                .headers
-                .iter()
-                .map(|h| Header {
-                    name: h.name.to_string(),
-                    value: h.value.to_vec(),
-                })
-                .collect(),
+            headers: Header::owned(response.headers),
         })
     }
 

@@ -269,6 +269,20 @@ pub async fn read_head(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
+/// Reads a request head byte by byte (so nothing after it is consumed), as a test origin.
+/// `None` if the connection ends first.
+pub async fn read_request_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 /// A whole error response: head and body, read to the close the proxy must send after it.
 pub struct ErrorResponse {
     pub status: u16,
