@@ -76,9 +76,9 @@ fn basic(user: &str, password: &str) -> String {
     format!("Basic {out}")
 }
 
-fn auth_proxy() -> (Proxy, std::path::PathBuf) {
-    let dir = temp_dir();
-    let users = dir.join("users");
+fn auth_proxy() -> (Proxy, TempDir) {
+    let dir = TempDir::new();
+    let users = dir.0.join("users");
     std::fs::write(&users, USERS).unwrap();
     let proxy = Proxy::start(&config(&format!(
         "    destination_allow 127.0.0.1;\n    auth_basic \"sluice test\";\n    auth_basic_user_file {};",
@@ -343,7 +343,8 @@ async fn large_client_header_buffers_sets_414_and_431() {
 
 #[test]
 fn a_malformed_htpasswd_line_is_a_config_error_with_its_line() {
-    let dir = temp_dir();
+    let dir = TempDir::new();
+    let dir = &dir.0;
     std::fs::write(dir.join("users"), "bob:{PLAIN}x\n\nbroken-line\n").unwrap();
     let conf = dir.join("proxy.conf");
     std::fs::write(

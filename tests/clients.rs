@@ -86,6 +86,7 @@ async fn curl_tunnels_plain_http_through_connect() {
 struct TlsOrigin {
     child: Child,
     port: u16,
+    _dir: TempDir,
 }
 
 impl Drop for TlsOrigin {
@@ -96,8 +97,8 @@ impl Drop for TlsOrigin {
 }
 
 async fn tls_origin() -> Option<TlsOrigin> {
-    let dir = temp_dir();
-    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let dir = TempDir::new();
+    let (key, cert) = (dir.0.join("key.pem"), dir.0.join("cert.pem"));
     let made = Command::new("openssl")
         .args([
             "req",
@@ -143,7 +144,11 @@ async fn tls_origin() -> Option<TlsOrigin> {
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
-    let origin = TlsOrigin { child, port };
+    let origin = TlsOrigin {
+        child,
+        port,
+        _dir: dir,
+    };
     for _ in 0..50 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await

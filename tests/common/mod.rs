@@ -118,6 +118,21 @@ pub fn temp_dir() -> PathBuf {
     dir
 }
 
+/// A directory removed when dropped, for files a test writes beside a proxy's config.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        TempDir(temp_dir())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A config with one loopback listener on a free port that may CONNECT anywhere, loopback
 /// destinations included (the built-in rules refuse them; the tests' origins live there).
 pub fn open_config(extra: &str) -> String {
