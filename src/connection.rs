@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::access::Auth;
@@ -39,9 +40,17 @@ pub struct ServerContext {
     pub own_listeners: Arc<[SocketAddr]>,
     /// Connections open per client address.
     pub per_client: Arc<PerClient>,
+    /// Becomes true when the proxy stops: connections waiting for a request close.
+    pub stopping: watch::Receiver<bool>,
 }
 
 impl ServerContext {
+    /// Resolves once the proxy is stopping.
+    async fn stopping(&self) {
+        let mut stopping = self.stopping.clone();
+        let _ = stopping.wait_for(|&stopping| stopping).await;
+    }
+
     /// Whether any location forwards plain-HTTP requests.
     fn forwards(&self) -> bool {
         self.config.locations.iter().any(|l| l.proxy_pass)
@@ -55,15 +64,19 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>)
     let config = &ctx.config;
     let mut idle = config.client_header_timeout;
     loop {
-        let head =
-            match read_head(&mut client, ctx.limits, idle, config.client_header_timeout).await {
-                Ok(head) => head,
-                Err(ReadError::Closed) => return,
-                Err(ReadError::Refused(error)) => {
-                    log::debug!("{peer}: {error}");
-                    return refuse(client.stream, error).await;
-                }
-            };
+        // A stopping proxy lets requests and tunnels finish, but waits for no new request.
+        let read = tokio::select! {
+            read = read_head(&mut client, ctx.limits, idle, config.client_header_timeout) => read,
+            () = ctx.stopping() => return,
+        };
+        let head = match read {
+            Ok(head) => head,
+            Err(ReadError::Closed) => return,
+            Err(ReadError::Refused(error)) => {
+                log::debug!("{peer}: {error}");
+                return refuse(client.stream, error).await;
+            }
+        };
         if let Err(error) = admit(&head, peer, &ctx).await {
             return refuse_logged(client.stream, peer, &head, error).await;
         }

@@ -92,7 +92,7 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let proxy = match Proxy::bind(&config) {
             Ok(proxy) => proxy,
             Err(error) => {
@@ -103,28 +103,62 @@ fn run(config: Config) -> ExitCode {
         for (addr, origin) in proxy.listening() {
             log::info!("listening on {addr} (listen in {origin})");
         }
-        tokio::select! {
-            () = proxy.serve() => ExitCode::SUCCESS,
-            signal = shutdown_signal() => {
-                log::info!("{signal} received, exiting");
-                ExitCode::SUCCESS
+        let mut signals = Signals::new();
+        let first = signals.next();
+        let draining = proxy
+            .serve(async { log::info!("{} received: no longer accepting", first.await) })
+            .await;
+        // Open tunnels and requests may finish, for up to shutdown_timeout; a second signal
+        // ends the wait at once.
+        if draining.open() > 0 {
+            log::info!(
+                "waiting up to {:?} for {} open connections (shutdown_timeout)",
+                config.shutdown_timeout,
+                draining.open()
+            );
+            tokio::select! {
+                () = draining.finished() => log::info!("all connections finished"),
+                () = tokio::time::sleep(config.shutdown_timeout) => {
+                    log::info!("shutdown_timeout passed: closing {} connections", draining.open());
+                }
+                signal = signals.next() => log::info!("{signal} received again: exiting now"),
             }
         }
-    })
+        ExitCode::SUCCESS
+    });
+    // Connections still open are dropped here; a bcrypt check in flight is not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
 }
 
-/// Resolves on SIGINT or SIGTERM, with the signal's name.
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        unreachable!()
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGTERM and SIGINT, the signals that stop sluice.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// The next stop signal's name.
+    async fn next(&mut self) -> &'static str {
+        async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = recv(&mut self.term) => "SIGTERM",
+            () = recv(&mut self.int) => "SIGINT",
+        }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::access::Auth;
@@ -29,6 +30,8 @@ pub struct Proxy {
     listeners: Vec<Bound>,
     /// Client connections open in the whole process, against `max_connections`.
     connections: Arc<Gauge>,
+    /// Set once the proxy stops accepting; idle connections watch it.
+    stopping: watch::Sender<bool>,
 }
 
 struct Bound {
@@ -60,6 +63,7 @@ impl Proxy {
             .iter()
             .filter_map(|(_, s, _)| s.local_addr().ok())
             .collect();
+        let (stopping, stopping_rx) = watch::channel(false);
         let mut contexts = Vec::new();
         for server in &config.servers {
             let resolver = Resolver::new(server.resolver.as_ref(), server.resolver_timeout)
@@ -76,6 +80,7 @@ impl Proxy {
                 auth,
                 own_listeners: Arc::clone(&own),
                 per_client: PerClient::new(server.max_connections_per_client),
+                stopping: stopping_rx.clone(),
             }));
         }
         let listeners = sockets
@@ -89,6 +94,7 @@ impl Proxy {
         Ok(Proxy {
             listeners,
             connections: Gauge::new(config.max_connections),
+            stopping,
         })
     }
 
@@ -99,8 +105,10 @@ impl Proxy {
             .filter_map(|bound| Some((bound.listener.local_addr().ok()?, &bound.origin)))
     }
 
-    /// Accepts connections on every listener until the future is dropped.
-    pub async fn serve(self) {
+    /// Accepts connections on every listener until `stop` resolves; then closes the
+    /// listeners (new clients are refused by the kernel), tells idle connections to close, and
+    /// returns what is needed to wait for the busy ones.
+    pub async fn serve(self, stop: impl Future<Output = ()>) -> Draining {
         let mut accept_loops = JoinSet::new();
         for bound in self.listeners {
             accept_loops.spawn(accept_loop(
@@ -109,7 +117,32 @@ impl Proxy {
                 Arc::clone(&self.connections),
             ));
         }
+        stop.await;
+        accept_loops.abort_all();
         while accept_loops.join_next().await.is_some() {}
+        let _ = self.stopping.send(true);
+        Draining {
+            connections: self.connections,
+        }
+    }
+}
+
+/// The proxy after it stopped accepting: connections still open finish on their own.
+pub struct Draining {
+    connections: Arc<Gauge>,
+}
+
+impl Draining {
+    /// Client connections still open.
+    pub fn open(&self) -> usize {
+        self.connections.open()
+    }
+
+    /// Resolves when the last connection has ended.
+    pub async fn finished(&self) {
+        while self.connections.open() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

@@ -198,6 +198,12 @@ const SPECS: &[Spec] = &[
         (1, 1),
         true,
     ),
+    used(
+        "shutdown_timeout",
+        &[Context::Main, Context::Http],
+        (1, 1),
+        true,
+    ),
     used("max_connections_per_client", HTTP_SERVER, (1, 1), true),
     used("large_client_header_buffers", HTTP_SERVER, (2, 2), true),
     unsupported(
@@ -216,6 +222,7 @@ pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
         file,
         warnings: Vec::new(),
         max_connections: None,
+        shutdown_timeout: Duration::from_secs(30),
     };
     let mut servers = Vec::new();
     let main_defaults = Server::defaults(builder.origin(1));
@@ -224,6 +231,7 @@ pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
             "server" => servers.push(builder.server(directive, &main_defaults)?),
             "http" => builder.http(directive, &mut servers)?,
             "max_connections" => builder.max_connections = Some(builder.count(directive)?),
+            "shutdown_timeout" => builder.shutdown_timeout = builder.time(directive)?,
             _ => return Err(builder.not_allowed(directive)),
         }
     }
@@ -236,6 +244,7 @@ pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
     Ok(Config {
         servers,
         max_connections: builder.max_connections,
+        shutdown_timeout: builder.shutdown_timeout,
         warnings: builder.warnings,
     })
 }
@@ -272,6 +281,8 @@ struct Builder<'a> {
     warnings: Vec<String>,
     /// `max_connections`, which is process-wide.
     max_connections: Option<usize>,
+    /// `shutdown_timeout`, also process-wide.
+    shutdown_timeout: Duration,
 }
 
 impl Builder<'_> {
@@ -364,6 +375,7 @@ impl Builder<'_> {
         for directive in directives.iter().filter(|d| d.name != "server") {
             match directive.name.as_str() {
                 "max_connections" => self.max_connections = Some(self.count(directive)?),
+                "shutdown_timeout" => self.shutdown_timeout = self.time(directive)?,
                 _ => self.setting(&mut defaults, directive, &mut own)?,
             }
         }

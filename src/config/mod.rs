@@ -44,6 +44,8 @@ pub struct Config {
     pub servers: Vec<Server>,
     /// `max_connections`: client connections open at once, over the whole process.
     pub max_connections: Option<usize>,
+    /// `shutdown_timeout`: how long open connections may finish after SIGTERM or SIGINT.
+    pub shutdown_timeout: Duration,
     /// Directives that were accepted but do nothing, worded for the operator (`file:line` included).
     pub warnings: Vec<String>,
 }

@@ -92,6 +92,28 @@ impl Proxy {
         self.child.id()
     }
 
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to this sluice process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the PID of a child this test started and has not reaped.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit, letting the test's own servers run.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Everything sluice has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
