@@ -98,7 +98,14 @@ impl Resolver {
             reason,
         };
         let addrs: Vec<SocketAddr> = lookup
-            .map_err(|e| failed(describe(&e)))?
+            .map_err(|e| match e {
+                // hickory's own per-server timers can expire before resolver_timeout does; a
+                // name that did not resolve in time is a 504 whichever timer noticed.
+                hickory_resolver::net::NetError::Timeout => {
+                    ProxyError::ResolveTimeout { host: name.clone() }
+                }
+                e => failed(describe(&e)),
+            })?
             .iter()
             .map(|ip| SocketAddr::new(ip, target.port))
             .collect();
