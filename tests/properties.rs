@@ -1018,3 +1018,76 @@ proptest! {
         prop_assert!(error.ends_with(&format!(" in users:{}", at + 1)), "{}", error);
     }
 }
+
+// ───────────────────────────── Proxy-Authorization ─────────────────────────────
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+fn basic(user: &str, password: &str) -> Vec<u8> {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}").into_bytes()
+}
+
+proptest! {
+    #![proptest_config(cases(1024))]
+
+    /// Credentials from a `{PLAIN}` or `{SHA}` user file, sent as `Basic base64(user:password)`
+    /// (any scheme case, any spaces), prove exactly that user; any other password, none.
+    /// Passwords may hold any printable Unicode, and colons where hashed: as in nginx, a colon
+    /// after the hash starts a comment, so a `{PLAIN}` password ends at its first colon.
+    #[test]
+    fn auth_header_proves_exactly_its_user(
+        user in "[a-zA-Z0-9_.@-]{1,16}",
+        password in "\\PC{0,24}",
+        other in "\\PC{0,24}",
+        sha in any::<bool>(),
+        comment in proptest::option::of("[ -~]{0,20}"),
+        scheme in select(vec!["Basic", "basic", "BASIC"]),
+        spaces in select(vec![" ", "   "]),
+    ) {
+        use base64::Engine;
+        use sha1::{Digest, Sha1};
+        let password = if sha { password } else { password.replace(':', "_") };
+        let comment = comment.map(|c| format!(":{c}")).unwrap_or_default();
+        let hash = if sha {
+            let digest = Sha1::digest(password.as_bytes());
+            format!("{{SHA}}{}", base64::engine::general_purpose::STANDARD.encode(digest))
+        } else {
+            format!("{{PLAIN}}{password}")
+        };
+        let users = Users::parse(&format!("{user}:{hash}{comment}\n"), "users").unwrap();
+        let auth = sluice::access::Auth::new("realm".into(), users);
+        let header = String::from_utf8(basic(&user, &password))
+            .unwrap()
+            .replacen("Basic ", &format!("{scheme}{spaces}"), 1);
+        let proved = runtime().block_on(auth.check(Some(header.as_bytes())));
+        prop_assert_eq!(proved.as_deref(), Some(user.as_str()));
+        let wrong = runtime().block_on(auth.check(Some(&basic(&user, &other))));
+        prop_assert_eq!(wrong.is_some(), other == password);
+        let nobody = runtime().block_on(auth.check(Some(&basic(&format!("{user}x"), &password))));
+        prop_assert_eq!(nobody, None);
+    }
+
+    /// Any header value: no panic, and no user unless it really is the right credentials.
+    #[test]
+    fn auth_any_header_proves_nobody(
+        header in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..80),
+            "(Basic|basic|Bearer|) ?[A-Za-z0-9+/=:! ]{0,40}".prop_map(String::into_bytes),
+        ],
+    ) {
+        let users = Users::parse("bob:{PLAIN}secret\n", "users").unwrap();
+        let auth = sluice::access::Auth::new("realm".into(), users);
+        let proved = runtime().block_on(auth.check(Some(&header)));
+        prop_assert!(proved.is_none() || header == basic("bob", "secret"), "{:?}", header);
+    }
+}
