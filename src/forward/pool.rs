@@ -2,12 +2,14 @@
 //! new TCP handshake each.
 //!
 //! Bounded three ways: per destination, in total, and in idle time. A connection is checked
-//! for a close or stray bytes from the origin before it is handed out again.
+//! for a close or stray bytes from the origin before it is handed out again, and a sweeper
+//! task, running while the pool is not empty, closes expired connections and those the origin
+//! closed, so they do not hold descriptors until the next request to their destination.
 
 use std::collections::HashMap;
 use std::io;
 use std::mem::MaybeUninit;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -19,17 +21,21 @@ const PER_DESTINATION: usize = 16;
 const TOTAL: usize = 256;
 /// How long a connection may sit idle; origins commonly close theirs after 5–60 s.
 const IDLE_TIME: Duration = Duration::from_secs(30);
+/// How often the sweeper looks for connections to close.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The idle connections of one `server` block, keyed by destination (`host:port`).
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<Idle>,
+    idle: Arc<Mutex<Idle>>,
 }
 
 #[derive(Default)]
 struct Idle {
     by_destination: HashMap<String, Vec<(TcpStream, Instant)>>,
     total: usize,
+    /// A sweeper task is running.
+    sweeping: bool,
 }
 
 impl Pool {
@@ -39,6 +45,7 @@ impl Pool {
         let Idle {
             by_destination,
             total,
+            ..
         } = &mut *idle;
         let list = by_destination.get_mut(destination)?;
         let mut found = None;
@@ -67,6 +74,7 @@ impl Pool {
         let Idle {
             by_destination,
             total,
+            ..
         } = &mut *idle;
         let list = by_destination.entry(destination.to_string()).or_default();
         if list.len() >= PER_DESTINATION {
@@ -75,14 +83,45 @@ impl Pool {
         }
         list.push((stream, Instant::now()));
         *total += 1;
+        if !idle.sweeping
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            idle.sweeping = true;
+            runtime.spawn(sweep(Arc::downgrade(&self.idle)));
+        }
+    }
+}
+
+/// Closes dead and expired idle connections every [`SWEEP_EVERY`] until the pool is empty.
+async fn sweep(idle: Weak<Mutex<Idle>>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(idle) = idle.upgrade() else {
+            return;
+        };
+        let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.drop_dead();
+        if idle.total == 0 {
+            idle.sweeping = false;
+            return;
+        }
     }
 }
 
 impl Idle {
     fn drop_expired(&mut self) {
+        self.retain(|_, since| since.elapsed() < IDLE_TIME);
+    }
+
+    /// Drops the expired connections and those the origin closed or wrote to.
+    fn drop_dead(&mut self) {
+        self.retain(|stream, since| since.elapsed() < IDLE_TIME && is_quiet(stream));
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&TcpStream, Instant) -> bool) {
         let mut total = 0;
         self.by_destination.retain(|_, list| {
-            list.retain(|(_, since)| since.elapsed() < IDLE_TIME);
+            list.retain(|(stream, since)| keep(stream, *since));
             total += list.len();
             !list.is_empty()
         });
@@ -131,6 +170,20 @@ mod tests {
         );
         assert!(pool.take("a:80").is_none());
         assert!(pool.take("b:80").is_none());
+    }
+
+    #[tokio::test]
+    async fn connections_the_origin_closed_are_swept_without_more_traffic() {
+        let pool = Pool::default();
+        let (live, _live_peer) = pair().await;
+        let (closed, closed_peer) = pair().await;
+        pool.put("a:80", live);
+        pool.put("b:80", closed);
+        drop(closed_peer);
+        tokio::time::sleep(SWEEP_EVERY * 2).await;
+        let idle = pool.idle.lock().unwrap();
+        assert_eq!(idle.total, 1, "the closed connection is still held");
+        assert!(idle.by_destination.contains_key("a:80"));
     }
 
     #[tokio::test]
