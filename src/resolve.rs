@@ -150,7 +150,13 @@ enum Upstream {
     /// `resolver ADDRESS ...`: each name server on its own, asked in order.
     Servers(Vec<NameServer>),
     /// The system configuration: `/etc/hosts` first, then hickory with `/etc/resolv.conf`.
-    System { dns: TokioResolver, hosts: Hosts },
+    System(Box<SystemResolver>),
+}
+
+/// hickory with `/etc/resolv.conf`, behind the entries of `/etc/hosts`.
+struct SystemResolver {
+    dns: TokioResolver,
+    hosts: Hosts,
 }
 
 struct NameServer {
@@ -207,7 +213,7 @@ impl Resolver {
                     .build()
                     .map_err(|e| format!("cannot set up the DNS resolver: {e}"))?;
                 let hosts = Hosts::from_system().unwrap_or_default();
-                let upstream = Upstream::System { dns, hosts };
+                let upstream = Upstream::System(Box::new(SystemResolver { dns, hosts }));
                 (upstream, None, vec![Family::V4, Family::V6])
             }
         };
@@ -321,7 +327,8 @@ impl Inner {
                 let try_timeout = self.timeout.min(TRY_TIMEOUT);
                 ask_in_order(servers, &fqdn, rtype, self.timeout, try_timeout).await
             }
-            Upstream::System { dns, hosts } => {
+            Upstream::System(system) => {
+                let SystemResolver { dns, hosts } = &**system;
                 let Ok(hostname) = Name::from_ascii(name) else {
                     return Reply::of(Answer::Failed("invalid host name".into()));
                 };
