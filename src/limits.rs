@@ -7,10 +7,11 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Counts open connections against an optional limit.
+/// Counts open connections against an optional limit, which a reload may change.
 #[derive(Debug, Default)]
 pub struct Gauge {
-    limit: Option<usize>,
+    /// `usize::MAX` when there is no limit.
+    limit: AtomicUsize,
     open: AtomicUsize,
 }
 
@@ -21,14 +22,20 @@ pub struct Permit(Arc<Gauge>);
 impl Gauge {
     pub fn new(limit: Option<usize>) -> Arc<Gauge> {
         Arc::new(Gauge {
-            limit,
+            limit: AtomicUsize::new(limit.unwrap_or(usize::MAX)),
             open: AtomicUsize::new(0),
         })
     }
 
+    /// A new limit for places taken from now on; places already taken stay.
+    pub fn set_limit(&self, limit: Option<usize>) {
+        self.limit
+            .store(limit.unwrap_or(usize::MAX), Ordering::Release);
+    }
+
     /// A place, unless the limit is reached.
     pub fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        let limit = self.limit.unwrap_or(usize::MAX);
+        let limit = self.limit.load(Ordering::Acquire);
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
                 (open < limit).then_some(open + 1)

@@ -1,6 +1,6 @@
 //! The `sluice` command: read the configuration, bind the listeners, serve until told to stop.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use argh::FromArgs;
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     for warning in &config.warnings {
         log::warn!("{warning}");
     }
-    run(config)
+    run(config, args.config)
 }
 
 /// `-t`: the same report as `nginx -t`, on standard error.
@@ -77,7 +77,7 @@ fn test_config(config: Result<Config, sluice::config::ConfigError>, shown: &str)
     }
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(mut config: Config, path: Option<PathBuf>) -> ExitCode {
     match sluice::limits::raise_open_file_limit() {
         Ok(limit) => log::info!("open file limit: {limit}"),
         Err(error) => log::warn!("cannot read the open file limit: {error}"),
@@ -93,7 +93,9 @@ fn run(config: Config) -> ExitCode {
         }
     };
     let code = runtime.block_on(async {
-        let proxy = match Proxy::bind(&config) {
+        // Before the first "listening on": a SIGHUP that arrives early must not kill sluice.
+        let mut signals = Signals::new();
+        let mut proxy = match Proxy::start(&config).await {
             Ok(proxy) => proxy,
             Err(error) => {
                 eprintln!("sluice: [emerg] {error}");
@@ -103,11 +105,20 @@ fn run(config: Config) -> ExitCode {
         for (addr, origin) in proxy.listening() {
             log::info!("listening on {addr} (listen in {origin})");
         }
-        let mut signals = Signals::new();
-        let first = signals.next();
-        let draining = proxy
-            .serve(async { log::info!("{} received: no longer accepting", first.await) })
-            .await;
+        loop {
+            match signals.next().await {
+                Signal::Reload => {
+                    if let Some(reloaded) = reload(&mut proxy, path.as_deref()).await {
+                        config = reloaded;
+                    }
+                }
+                Signal::Stop(name) => {
+                    log::info!("{name} received: no longer accepting");
+                    break;
+                }
+            }
+        }
+        let draining = proxy.stop().await;
         // Open tunnels and requests may finish, for up to shutdown_timeout; a second signal
         // ends the wait at once.
         if draining.open() > 0 {
@@ -121,7 +132,7 @@ fn run(config: Config) -> ExitCode {
                 () = tokio::time::sleep(config.shutdown_timeout) => {
                     log::info!("shutdown_timeout passed: closing {} connections", draining.open());
                 }
-                signal = signals.next() => log::info!("{signal} received again: exiting now"),
+                signal = signals.next_stop() => log::info!("{signal} received again: exiting now"),
             }
         }
         ExitCode::SUCCESS
@@ -131,10 +142,65 @@ fn run(config: Config) -> ExitCode {
     code
 }
 
-/// SIGTERM and SIGINT, the signals that stop sluice.
+/// `SIGHUP`: reads the configuration file again and, if it is valid and its listeners can be
+/// bound, serves it to new connections. Otherwise the running configuration stays and the
+/// reason is logged with its `file:line`. Returns the configuration now served.
+async fn reload(proxy: &mut Proxy, path: Option<&Path>) -> Option<Config> {
+    let Some(path) = path else {
+        log::info!("SIGHUP received: running the embedded configuration, nothing to reload");
+        return None;
+    };
+    log::info!("SIGHUP received: reloading {}", path.display());
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            log::error!("reload failed, still serving the previous configuration: {error}");
+            return None;
+        }
+    };
+    for warning in &config.warnings {
+        log::warn!("{warning}");
+    }
+    match proxy.reload(&config).await {
+        Ok(changes) => {
+            for addr in &changes.opened {
+                let origin = proxy
+                    .listening()
+                    .find_map(|(bound, origin)| (bound == *addr).then_some(origin));
+                match origin {
+                    Some(origin) => log::info!("listening on {addr} (listen in {origin})"),
+                    None => log::info!("listening on {addr}"),
+                }
+            }
+            for addr in &changes.closed {
+                log::info!("no longer listening on {addr}");
+            }
+            log::info!(
+                "reloaded {}: new connections use it; open connections keep the previous one",
+                path.display()
+            );
+            Some(config)
+        }
+        Err(error) => {
+            log::error!("reload failed, still serving the previous configuration: {error}");
+            None
+        }
+    }
+}
+
+/// What a signal asks of sluice.
+enum Signal {
+    /// `SIGTERM` or `SIGINT`, by name.
+    Stop(&'static str),
+    /// `SIGHUP`.
+    Reload,
+}
+
+/// The signals sluice acts on: `SIGTERM` and `SIGINT` stop it, `SIGHUP` reloads.
 struct Signals {
     term: Option<tokio::signal::unix::Signal>,
     int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -143,22 +209,35 @@ impl Signals {
         Signals {
             term: signal(SignalKind::terminate()).ok(),
             int: signal(SignalKind::interrupt()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
         }
     }
 
-    /// The next stop signal's name.
-    async fn next(&mut self) -> &'static str {
-        async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
-            match signal {
-                Some(signal) => {
-                    signal.recv().await;
-                }
-                None => std::future::pending().await,
+    /// The next signal.
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            () = recv(&mut self.term) => Signal::Stop("SIGTERM"),
+            () = recv(&mut self.int) => Signal::Stop("SIGINT"),
+            () = recv(&mut self.hup) => Signal::Reload,
+        }
+    }
+
+    /// The next stop signal's name; a `SIGHUP` meanwhile is ignored.
+    async fn next_stop(&mut self) -> &'static str {
+        loop {
+            if let Signal::Stop(name) = self.next().await {
+                return name;
             }
         }
-        tokio::select! {
-            () = recv(&mut self.term) => "SIGTERM",
-            () = recv(&mut self.int) => "SIGINT",
+    }
+}
+
+/// Waits for `signal`, or forever if it could not be installed.
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
         }
+        None => std::future::pending().await,
     }
 }

@@ -1,7 +1,9 @@
-//! Listening sockets and the accept loop.
+//! Listening sockets, the accept loop, and reloading a new configuration into them.
 //!
 //! Every `listen` of every `server` block becomes one socket; each accepted connection runs in
-//! its own task with the context (policy, resolver) of the block that owns the socket.
+//! its own task with the context (policy, resolver) of the block that owns the socket. A
+//! reload builds new contexts and hands them to the sockets it keeps; connections already
+//! accepted keep the context they started with, so open tunnels are never touched.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 
 use crate::access::Auth;
 use crate::config::{Config, Listen, Origin};
@@ -25,104 +27,198 @@ use crate::resolve::Resolver;
 /// `net.core.somaxconn`.
 const DEFAULT_BACKLOG: u32 = 4096;
 
-/// All listeners, bound and ready to accept.
+/// The running proxy: every listener accepting, each with its server block's context.
 pub struct Proxy {
-    listeners: Vec<Bound>,
+    listeners: Vec<Listener>,
     /// Client connections open in the whole process, against `max_connections`.
     connections: Arc<Gauge>,
     /// Set once the proxy stops accepting; idle connections watch it.
     stopping: watch::Sender<bool>,
 }
 
-struct Bound {
-    listener: TcpListener,
+/// One listening socket and its accept loop.
+struct Listener {
+    /// The address as the `listen` directive wrote it (port 0 included): a reload keeps the
+    /// socket of every address it still lists.
+    configured: SocketAddr,
+    /// The address bound.
+    local: SocketAddr,
     /// The `listen` directive's place in the config, for log lines.
     origin: Origin,
-    context: Arc<ServerContext>,
+    /// The context new connections get; a reload replaces it.
+    context: watch::Sender<Arc<ServerContext>>,
+    accepting: JoinHandle<()>,
+}
+
+impl Listener {
+    /// Stops accepting and waits until the socket is closed.
+    async fn close(&mut self) {
+        self.accepting.abort();
+        let _ = (&mut self.accepting).await;
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        // The accept loop owns the socket: stopping it closes the socket.
+        self.accepting.abort();
+    }
+}
+
+/// A socket bound for a `listen` directive, not yet accepting.
+struct Bound {
+    configured: SocketAddr,
+    listener: TcpListener,
+    origin: Origin,
+    /// The index of the server block it belongs to.
+    server: usize,
+}
+
+/// What a reload changed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reloaded {
+    pub kept: usize,
+    pub opened: Vec<SocketAddr>,
+    pub closed: Vec<SocketAddr>,
 }
 
 impl Proxy {
-    /// Binds every listener of `config`. Must run inside a tokio runtime. Errors read like
-    /// nginx's: `bind() to 0.0.0.0:80 failed (Permission denied), listen in proxy.conf:3`.
-    pub fn bind(config: &Config) -> Result<Proxy, String> {
+    /// Binds every listener of `config` and starts accepting. Must run inside a tokio runtime.
+    /// Errors read like nginx's: `bind() to 0.0.0.0:80 failed (Permission denied), listen in
+    /// proxy.conf:3`.
+    pub async fn start(config: &Config) -> Result<Proxy, String> {
+        let mut proxy = Proxy {
+            listeners: Vec::new(),
+            connections: Gauge::new(config.max_connections),
+            stopping: watch::channel(false).0,
+        };
+        proxy.reload(config).await?;
+        Ok(proxy)
+    }
+
+    /// Serves `config` from now on: sockets for addresses it still lists are kept (nothing
+    /// queued on them is lost), new addresses are bound, addresses it no longer lists are
+    /// closed. Connections already open are not touched. On any error nothing changes.
+    pub async fn reload(&mut self, config: &Config) -> Result<Reloaded, String> {
         // Sockets first: every server must know all of the proxy's own addresses, which are
         // never a destination.
-        let mut sockets = Vec::new();
-        for (index, server) in config.servers.iter().enumerate() {
-            for listen in &server.listen {
-                let socket = bind_one(listen).map_err(|e| {
-                    format!(
-                        "bind() to {} failed ({e}), listen in {}",
-                        listen.addr, listen.origin
-                    )
-                })?;
-                sockets.push((index, socket, listen.origin.clone()));
+        let mut kept: Vec<(usize, usize, &Origin)> = Vec::new(); // (listener, server, listen)
+        let mut fresh: Vec<Bound> = Vec::new();
+        for (server, block) in config.servers.iter().enumerate() {
+            for listen in &block.listen {
+                let reusable = (0..self.listeners.len()).find(|&index| {
+                    self.listeners[index].configured == listen.addr
+                        && !kept.iter().any(|&(taken, _, _)| taken == index)
+                });
+                match reusable {
+                    Some(index) => kept.push((index, server, &listen.origin)),
+                    None => fresh.push(Bound {
+                        configured: listen.addr,
+                        listener: bind_one(listen).map_err(|e| {
+                            format!(
+                                "bind() to {} failed ({e}), listen in {}",
+                                listen.addr, listen.origin
+                            )
+                        })?,
+                        origin: listen.origin.clone(),
+                        server,
+                    }),
+                }
             }
         }
-        let own: Arc<[SocketAddr]> = sockets
+        let own: Arc<[SocketAddr]> = kept
             .iter()
-            .filter_map(|(_, s, _)| s.local_addr().ok())
+            .map(|&(index, _, _)| self.listeners[index].local)
+            .chain(fresh.iter().filter_map(|b| b.listener.local_addr().ok()))
             .collect();
-        let (stopping, stopping_rx) = watch::channel(false);
-        let mut contexts = Vec::new();
-        for server in &config.servers {
-            let resolver = Resolver::new(server.resolver.as_ref(), server.resolver_timeout)
-                .map_err(|e| format!("{e} (server in {})", server.origin))?;
-            let auth = match (&server.auth_realm, &server.auth_users) {
-                (Some(realm), Some(users)) => Some(Auth::new(realm.clone(), users.clone())),
-                _ => None,
-            };
-            contexts.push(Arc::new(ServerContext {
-                config: server.clone(),
-                resolver,
-                limits: server.limits,
-                pool: Pool::default(),
-                auth,
-                own_listeners: Arc::clone(&own),
-                per_client: PerClient::new(server.max_connections_per_client),
-                stopping: stopping_rx.clone(),
-            }));
+        let contexts = self.contexts(config, &own)?;
+
+        // Nothing can fail from here on.
+        self.connections.set_limit(config.max_connections);
+        let mut listeners = Vec::with_capacity(kept.len() + fresh.len());
+        let mut old: Vec<Option<Listener>> = self.listeners.drain(..).map(Some).collect();
+        for &(index, server, origin) in &kept {
+            // Options of a kept socket (backlog, reuseport) change only with a restart.
+            let mut listener = old[index].take().expect("each listener is kept once");
+            listener.context.send_replace(Arc::clone(&contexts[server]));
+            listener.origin = origin.clone();
+            listeners.push(listener);
         }
-        let listeners = sockets
-            .into_iter()
-            .map(|(index, listener, origin)| Bound {
-                listener,
-                origin,
-                context: Arc::clone(&contexts[index]),
-            })
-            .collect();
-        Ok(Proxy {
-            listeners,
-            connections: Gauge::new(config.max_connections),
-            stopping,
+        let mut closed = Vec::new();
+        for mut listener in old.into_iter().flatten() {
+            listener.close().await;
+            closed.push(listener.local);
+        }
+        let mut opened = Vec::new();
+        for bound in fresh {
+            let local = bound.listener.local_addr().map_err(|e| e.to_string())?;
+            let (context, current) = watch::channel(Arc::clone(&contexts[bound.server]));
+            let accepting = tokio::spawn(accept_loop(
+                bound.listener,
+                current,
+                Arc::clone(&self.connections),
+            ));
+            opened.push(local);
+            listeners.push(Listener {
+                configured: bound.configured,
+                local,
+                origin: bound.origin,
+                context,
+                accepting,
+            });
+        }
+        self.listeners = listeners;
+        Ok(Reloaded {
+            kept: kept.len(),
+            opened,
+            closed,
         })
+    }
+
+    /// One context per server block of `config`.
+    fn contexts(
+        &self,
+        config: &Config,
+        own: &Arc<[SocketAddr]>,
+    ) -> Result<Vec<Arc<ServerContext>>, String> {
+        config
+            .servers
+            .iter()
+            .map(|server| {
+                let resolver = Resolver::new(server.resolver.as_ref(), server.resolver_timeout)
+                    .map_err(|e| format!("{e} (server in {})", server.origin))?;
+                let auth = match (&server.auth_realm, &server.auth_users) {
+                    (Some(realm), Some(users)) => Some(Auth::new(realm.clone(), users.clone())),
+                    _ => None,
+                };
+                Ok(Arc::new(ServerContext {
+                    config: server.clone(),
+                    resolver,
+                    limits: server.limits,
+                    pool: Pool::default(),
+                    auth,
+                    own_listeners: Arc::clone(own),
+                    per_client: PerClient::new(server.max_connections_per_client),
+                    stopping: self.stopping.subscribe(),
+                }))
+            })
+            .collect()
     }
 
     /// Each bound address (a port of 0 resolved to the real one) and the `listen` it came from.
     pub fn listening(&self) -> impl Iterator<Item = (SocketAddr, &Origin)> {
-        self.listeners
-            .iter()
-            .filter_map(|bound| Some((bound.listener.local_addr().ok()?, &bound.origin)))
+        self.listeners.iter().map(|l| (l.local, &l.origin))
     }
 
-    /// Accepts connections on every listener until `stop` resolves; then closes the
-    /// listeners (new clients are refused by the kernel), tells idle connections to close, and
-    /// returns what is needed to wait for the busy ones.
-    pub async fn serve(self, stop: impl Future<Output = ()>) -> Draining {
-        let mut accept_loops = JoinSet::new();
-        for bound in self.listeners {
-            accept_loops.spawn(accept_loop(
-                bound.listener,
-                bound.context,
-                Arc::clone(&self.connections),
-            ));
+    /// Stops accepting: closes the listeners (new clients are refused by the kernel), tells
+    /// idle connections to close, and returns what is needed to wait for the busy ones.
+    pub async fn stop(mut self) -> Draining {
+        for mut listener in self.listeners.drain(..) {
+            listener.close().await;
         }
-        stop.await;
-        accept_loops.abort_all();
-        while accept_loops.join_next().await.is_some() {}
         let _ = self.stopping.send(true);
         Draining {
-            connections: self.connections,
+            connections: Arc::clone(&self.connections),
         }
     }
 }
@@ -170,10 +266,15 @@ fn bind_one(listen: &Listen) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-async fn accept_loop(listener: TcpListener, context: Arc<ServerContext>, connections: Arc<Gauge>) {
+async fn accept_loop(
+    listener: TcpListener,
+    current: watch::Receiver<Arc<ServerContext>>,
+    connections: Arc<Gauge>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let context = Arc::clone(&current.borrow());
                 // Past a limit a new client gets a fast 503; open connections are untouched.
                 let Some(permit) = connections.try_acquire() else {
                     tokio::spawn(connection::refuse(
@@ -189,7 +290,6 @@ async fn accept_loop(listener: TcpListener, context: Arc<ServerContext>, connect
                     ));
                     continue;
                 };
-                let context = Arc::clone(&context);
                 tokio::spawn(async move {
                     connection::serve(stream, peer, context).await;
                     drop((permit, client_permit));

@@ -53,18 +53,6 @@ fn proxy(extra: &str) -> Proxy {
     Proxy::start(&open_config(extra))
 }
 
-/// Waits until `log` has a line containing `needle` (the log arrives through a pipe).
-async fn wait_for_log(proxy: &Proxy, needle: &str) -> String {
-    for _ in 0..100 {
-        let log = proxy.log();
-        if let Some(line) = log.lines().find(|l| l.contains(needle)) {
-            return line.to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no log line with {needle:?} in:\n{}", proxy.log());
-}
-
 /// A name /etc/hosts lists with some address, other than localhost (which RFC 6761 answers
 /// without asking anyone).
 fn a_name_from_etc_hosts() -> Option<(String, String)> {
@@ -98,7 +86,9 @@ async fn a_name_resolves_through_the_configured_resolver_and_not_etc_hosts() {
     assert_echoes(&mut stream).await;
     assert_eq!(dns.queries("origin.sluice.test", A), 1);
     assert_eq!(dns.queries("origin.sluice.test", AAAA), 1);
-    let line = wait_for_log(&proxy, "resolved \"origin.sluice.test\" in ").await;
+    let line = proxy
+        .wait_for_log("resolved \"origin.sluice.test\" in ")
+        .await;
     assert!(line.contains("(DNS): 127.0.0.3"), "{line}");
 
     match hosts_name {
@@ -177,7 +167,9 @@ async fn a_silent_name_server_is_504_within_resolver_timeout() {
         "took {took:?}"
     );
     assert!(dns.queries("silent.sluice.test", A) >= 1);
-    let line = wait_for_log(&proxy, "resolving \"silent.sluice.test\" failed in ").await;
+    let line = proxy
+        .wait_for_log("resolving \"silent.sluice.test\" failed in ")
+        .await;
     assert!(line.contains("timed out"), "{line}");
 }
 
@@ -193,9 +185,11 @@ async fn answers_are_kept_for_valid_then_asked_for_again() {
     tunnel(proxy.addr(), &target).await;
     tunnel(proxy.addr(), &target).await;
     assert_eq!(dns.queries("cached.sluice.test", A), 1);
-    let line = wait_for_log(&proxy, "resolved \"cached.sluice.test\" in ").await;
+    let line = proxy
+        .wait_for_log("resolved \"cached.sluice.test\" in ")
+        .await;
     assert!(line.contains("(DNS)"), "{line}");
-    wait_for_log(&proxy, "(cache): 127.0.0.1").await;
+    proxy.wait_for_log("(cache): 127.0.0.1").await;
 
     tokio::time::sleep(Duration::from_millis(1300)).await;
     tunnel(proxy.addr(), &target).await;
@@ -513,7 +507,7 @@ async fn a_name_whose_first_address_refuses_connects_to_the_second_at_once() {
         "a refused address held the next back: {:?}",
         started.elapsed()
     );
-    wait_for_log(&proxy, "connect to 127.0.0.2:").await;
+    proxy.wait_for_log("connect to 127.0.0.2:").await;
 }
 
 /// A listener on `addr` whose accept queue is full, so connects to it hang; `None` if the

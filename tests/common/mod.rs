@@ -118,6 +118,22 @@ impl Proxy {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// Waits (up to 5 s) for a log line containing `needle`, and returns it.
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        for _ in 0..250 {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no log line with {needle:?} in:\n{}", self.log());
+    }
+
+    /// The configuration file of a proxy made by [`Proxy::start`].
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("proxy.conf")
+    }
 }
 
 impl Drop for Proxy {

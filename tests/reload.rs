@@ -1,0 +1,208 @@
+//! `SIGHUP`: the configuration file is read again; a valid one serves new connections while
+//! open tunnels keep flowing, an invalid one changes nothing and is reported with its line.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends SIGHUP and waits until sluice has logged the outcome; returns that log line.
+async fn sighup(proxy: &Proxy) -> String {
+    let outcomes = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("reloaded ") || l.contains("reload failed"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let before = outcomes(&proxy.log()).len();
+    proxy.signal(libc::SIGHUP);
+    for _ in 0..250 {
+        if let Some(line) = outcomes(&proxy.log()).get(before) {
+            return line.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no reload outcome logged:\n{}", proxy.log());
+}
+
+/// Echoes `bytes` through an open tunnel to an echo server.
+async fn assert_echoes(stream: &mut TcpStream, bytes: &[u8]) {
+    stream.write_all(bytes).await.unwrap();
+    let mut back = vec![0u8; bytes.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut back))
+        .await
+        .expect("the echo answers")
+        .unwrap();
+    assert_eq!(back, bytes);
+}
+
+/// The status line of the answer to `CONNECT target` on a fresh connection.
+async fn connect_status(proxy: SocketAddr, target: &str) -> String {
+    let (_stream, head) = connect(proxy, target).await;
+    head.lines().next().unwrap_or_default().to_string()
+}
+
+/// A port nothing listens on at the moment.
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn a_changed_allow_list_applies_to_new_connections_while_an_open_tunnel_flows() {
+    let echo = echo_server().await;
+    let target = echo.to_string();
+    let proxy = Proxy::start(&open_config(""));
+    let mut before = tunnel(proxy.addr(), &target).await;
+    assert_echoes(&mut before, b"before the reload").await;
+
+    std::fs::write(proxy.config_path(), open_config("    deny 127.0.0.1;")).unwrap();
+    let outcome = sighup(&proxy).await;
+    assert!(outcome.contains("reloaded "), "{outcome}");
+
+    // The same listening socket, the new policy.
+    assert_eq!(
+        connect_status(proxy.addr(), &target).await,
+        "HTTP/1.1 403 Forbidden"
+    );
+    // The tunnel opened under the old policy is untouched, both ways.
+    assert_echoes(&mut before, b"after the reload").await;
+    before.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), before.read_to_end(&mut rest))
+        .await
+        .expect("the half-close is passed on")
+        .unwrap();
+    assert!(rest.is_empty());
+
+    // And back again.
+    std::fs::write(proxy.config_path(), open_config("")).unwrap();
+    assert!(sighup(&proxy).await.contains("reloaded "));
+    let mut after = tunnel(proxy.addr(), &target).await;
+    assert_echoes(&mut after, b"allowed again").await;
+}
+
+#[tokio::test]
+async fn a_broken_config_keeps_the_running_one_and_names_its_line() {
+    let echo = echo_server().await;
+    let proxy = Proxy::start(&open_config(""));
+    let mut open = tunnel(proxy.addr(), &echo.to_string()).await;
+
+    let broken = open_config("    proxy_connect_allow 443 banana;");
+    std::fs::write(proxy.config_path(), broken).unwrap();
+    let outcome = sighup(&proxy).await;
+    let file = proxy.config_path().display().to_string();
+    assert!(
+        outcome.contains("reload failed, still serving the previous configuration")
+            && outcome.contains(&format!("{file}:6")),
+        "{outcome}"
+    );
+
+    // Still serving, with the old policy (every port allowed), old and new connections alike.
+    assert_echoes(&mut open, b"still here").await;
+    let mut fresh = tunnel(proxy.addr(), &echo.to_string()).await;
+    assert_echoes(&mut fresh, b"and new ones too").await;
+
+    // A config that cannot even be read is the same.
+    std::fs::remove_file(proxy.config_path()).unwrap();
+    let outcome = sighup(&proxy).await;
+    assert!(outcome.contains("reload failed"), "{outcome}");
+    let mut fresh = tunnel(proxy.addr(), &echo.to_string()).await;
+    assert_echoes(&mut fresh, b"unchanged").await;
+}
+
+#[tokio::test]
+async fn listeners_that_appear_are_opened_and_those_that_disappear_are_closed() {
+    let echo = echo_server().await;
+    let target = echo.to_string();
+    let proxy = Proxy::start(&open_config(""));
+    let port = free_port();
+    let second = SocketAddr::from(([127, 0, 0, 1], port));
+    let two_blocks = format!(
+        "{}server {{\n    listen {second};\n    proxy_connect;\n    proxy_connect_allow all;\n    \
+         destination_allow 127.0.0.0/8;\n    deny all;\n}}\n",
+        open_config("")
+    );
+    std::fs::write(proxy.config_path(), &two_blocks).unwrap();
+    assert!(sighup(&proxy).await.contains("reloaded "));
+    assert!(
+        proxy
+            .log()
+            .contains(&format!("listening on {second} (listen in ")),
+        "{}",
+        proxy.log()
+    );
+    // The new listener serves its own block's policy; the first one is unchanged.
+    assert_eq!(
+        connect_status(second, &target).await,
+        "HTTP/1.1 403 Forbidden"
+    );
+    let mut first = tunnel(proxy.addr(), &target).await;
+    assert_echoes(&mut first, b"first block").await;
+
+    // A tunnel through the second listener outlives the listener itself.
+    let swap = format!(
+        "{}server {{\n    listen {second};\n    proxy_connect;\n    proxy_connect_allow all;\n    \
+         destination_allow 127.0.0.0/8;\n}}\n",
+        open_config("")
+    );
+    std::fs::write(proxy.config_path(), &swap).unwrap();
+    assert!(sighup(&proxy).await.contains("reloaded "));
+    let mut through_second = tunnel(second, &target).await;
+
+    std::fs::write(proxy.config_path(), open_config("")).unwrap();
+    assert!(sighup(&proxy).await.contains("reloaded "));
+    proxy
+        .wait_for_log(&format!("no longer listening on {second}"))
+        .await;
+    let refused = TcpStream::connect(second).await;
+    assert!(refused.is_err(), "{second} still accepts connections");
+    assert_echoes(&mut through_second, b"outlives its listener").await;
+    // The first listener kept its socket throughout.
+    let mut again = tunnel(proxy.addr(), &target).await;
+    assert_echoes(&mut again, b"same port").await;
+}
+
+#[tokio::test]
+async fn a_reload_whose_new_listener_cannot_be_bound_changes_nothing() {
+    let echo = echo_server().await;
+    let target = echo.to_string();
+    let proxy = Proxy::start(&open_config(""));
+    // Somebody else holds the port the new config wants.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    let config = format!(
+        "{}server {{\n    listen {busy};\n    proxy_connect;\n}}\n",
+        open_config("    deny all;")
+    );
+    std::fs::write(proxy.config_path(), config).unwrap();
+    let outcome = sighup(&proxy).await;
+    assert!(
+        outcome.contains(&format!("bind() to {busy} failed"))
+            && outcome.contains("still serving the previous configuration"),
+        "{outcome}"
+    );
+    // The `deny all` of the rejected config is not in force.
+    let mut stream = tunnel(proxy.addr(), &target).await;
+    assert_echoes(&mut stream, b"old policy").await;
+}
+
+#[tokio::test]
+async fn sighup_then_sigterm_still_drains_and_exits() {
+    let echo = echo_server().await;
+    let mut proxy = Proxy::start(&format!("shutdown_timeout 10s;\n{}", open_config("")));
+    let mut open = tunnel(proxy.addr(), &echo.to_string()).await;
+    let shorter = format!("shutdown_timeout 1s;\n{}", open_config(""));
+    std::fs::write(proxy.config_path(), shorter).unwrap();
+    assert!(sighup(&proxy).await.contains("reloaded "));
+    proxy.signal(libc::SIGTERM);
+    // The tunnel is still open while draining...
+    assert_echoes(&mut open, b"draining").await;
+    // ... until the reloaded shutdown_timeout (1 s, not 10 s) closes it.
+    let status = proxy.wait_exit(Duration::from_secs(5)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+}
