@@ -19,7 +19,7 @@ use crate::config::{ConnectVar, Server};
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
 use crate::forward::{self, Next, Pool};
-use crate::limits::PerClient;
+use crate::limits::{PerClient, Places};
 use crate::request::{Head, Limits, ReadError, read_head};
 use crate::resolve::Resolver;
 use crate::stream::{Conn, reset};
@@ -58,7 +58,7 @@ impl ServerContext {
 }
 
 /// Serves one client connection to its end.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>) {
+pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>, places: Places) {
     let _ = stream.set_nodelay(true);
     let mut client = Conn::new(stream);
     let config = &ctx.config;
@@ -81,7 +81,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>)
             return refuse_logged(client.stream, peer, &head, error).await;
         }
         if head.method == "CONNECT" {
-            return connect(client, peer, &head, &ctx).await;
+            return connect(client, peer, &head, &ctx, places).await;
         }
         if !ctx.forwards() {
             return refuse_logged(client.stream, peer, &head, not_connect(&head)).await;
@@ -128,8 +128,16 @@ async fn admit(head: &Head, peer: SocketAddr, ctx: &ServerContext) -> Result<(),
     Ok(())
 }
 
-/// Serves a CONNECT: policy, resolve, dial, `200`, tunnel.
-async fn connect(mut client: Conn, peer: SocketAddr, head: &Head, ctx: &ServerContext) {
+/// Serves a CONNECT: policy, resolve, dial, `200`, then hands the two sockets to a tunnel task
+/// of their own. That task holds only what a tunnel needs, while this one (sized for the
+/// largest thing a connection may do) ends: an idle tunnel costs a few hundred bytes.
+async fn connect(
+    mut client: Conn,
+    peer: SocketAddr,
+    head: &Head,
+    ctx: &ServerContext,
+    places: Places,
+) {
     let started = Instant::now();
     let (target, upstream) = match open_tunnel(head, ctx).await {
         Ok(opened) => opened,
@@ -149,15 +157,19 @@ async fn connect(mut client: Conn, peer: SocketAddr, head: &Head, ctx: &ServerCo
         up: client.buf.take(),
         down: Vec::new(),
     };
-    let outcome = tunnel::run(client.stream, upstream, early, ctx.config.data_timeout).await;
-    log::debug!(
-        "{peer} tunnel to {target} ({}) ended after {:?}: {} bytes up, {} down, {:?}",
-        upstream_addr.map_or_else(|| "?".to_string(), |a| a.to_string()),
-        started.elapsed(),
-        outcome.up,
-        outcome.down,
-        outcome.end,
-    );
+    let idle = ctx.config.data_timeout;
+    tokio::spawn(async move {
+        let outcome = tunnel::run(client.stream, upstream, early, idle).await;
+        log::debug!(
+            "{peer} tunnel to {target} ({}) ended after {:?}: {} bytes up, {} down, {:?}",
+            upstream_addr.map_or_else(|| "?".to_string(), |a| a.to_string()),
+            started.elapsed(),
+            outcome.up,
+            outcome.down,
+            outcome.end,
+        );
+        drop(places);
+    });
 }
 
 /// Checks a CONNECT against this server's policy, then resolves and dials its target.

@@ -109,6 +109,23 @@ impl Drop for ClientPermit {
     }
 }
 
+/// A connection's places in the limits it counts against, given back when dropped. They
+/// travel with whichever task owns the connection (a tunnel outlives the task that opened it).
+#[derive(Debug)]
+pub struct Places {
+    _process: Permit,
+    _client: Option<ClientPermit>,
+}
+
+impl Places {
+    pub fn new(process: Permit, client: Option<ClientPermit>) -> Places {
+        Places {
+            _process: process,
+            _client: client,
+        }
+    }
+}
+
 /// Raises the soft open-file limit to the hard one, since every connection costs one or two
 /// descriptors. Returns the limit now in force.
 pub fn raise_open_file_limit() -> std::io::Result<libc::rlim_t> {

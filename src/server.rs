@@ -20,7 +20,7 @@ use crate::config::{Config, Listen, Origin};
 use crate::connection::{self, ServerContext};
 use crate::error::ProxyError;
 use crate::forward::Pool;
-use crate::limits::{Gauge, PerClient};
+use crate::limits::{Gauge, PerClient, Places};
 use crate::resolve::Resolver;
 
 /// The listen backlog when `listen ... backlog=N` does not say; the kernel caps it at
@@ -290,10 +290,8 @@ async fn accept_loop(
                     ));
                     continue;
                 };
-                tokio::spawn(async move {
-                    connection::serve(stream, peer, context).await;
-                    drop((permit, client_permit));
-                });
+                let places = Places::new(permit, client_permit);
+                tokio::spawn(connection::serve(stream, peer, context, places));
             }
             Err(error) if is_per_connection(&error) => {}
             Err(error) => {
