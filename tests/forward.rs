@@ -667,3 +667,50 @@ async fn curl_and_python_urllib_fetch_through_the_proxy() {
         eprintln!("skipped python: not installed");
     }
 }
+
+/// A response head is passed on when it arrives, not held back until body bytes follow: a
+/// slow origin's client sees the status at once, and each piece of body as it comes.
+#[tokio::test]
+async fn a_head_and_each_piece_of_a_slow_body_are_passed_on_as_they_arrive() {
+    let (release, mut released) = tokio::sync::mpsc::channel::<()>(4);
+    let released = std::sync::Arc::new(tokio::sync::Mutex::new(Some(released)));
+    let origin = serve("127.0.0.1:0", move |mut stream| {
+        let released = std::sync::Arc::clone(&released);
+        async move {
+            let Some(mut released) = released.lock().await.take() else {
+                return;
+            };
+            read_request_head(&mut stream).await;
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+                .await
+                .unwrap();
+            released.recv().await;
+            stream.write_all(b"hello").await.unwrap();
+            released.recv().await;
+            stream.write_all(b"world").await.unwrap();
+        }
+    })
+    .await;
+    let proxy = forwarding_proxy("");
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    client
+        .write_all(
+            format!("GET http://{origin}/slow HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let head = tokio::time::timeout(Duration::from_secs(3), read_head(&mut client))
+        .await
+        .expect("the head was held back");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    for piece in [&b"hello"[..], b"world"] {
+        release.send(()).await.unwrap();
+        let mut got = vec![0u8; piece.len()];
+        tokio::time::timeout(Duration::from_secs(3), client.read_exact(&mut got))
+            .await
+            .expect("a body piece was held back")
+            .unwrap();
+        assert_eq!(got, piece);
+    }
+}

@@ -42,19 +42,25 @@ pub struct Pipe<'a> {
     pub to: &'a TcpStream,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    /// A head to send before the body. It leaves with the body bytes already buffered, so a
+    /// small response is one write (one packet, one wakeup of the client), or on its own
+    /// before the pipe waits for more.
+    pub head: Vec<u8>,
 }
 
 impl Pipe<'_> {
     /// Moves one body of `framing`, written out as `encoding`. Returns the body bytes moved.
     pub async fn copy(&mut self, framing: Framing, encoding: Encoding) -> Result<u64, BodyError> {
         let moved = match framing {
-            Framing::Empty => return Ok(0),
+            Framing::Empty => 0,
             Framing::Length(length) => self.copy_length(length, encoding).await?,
             Framing::UntilClose => self.copy_until_close(encoding).await?,
             Framing::Chunked => self.copy_chunked(encoding).await?,
         };
         if encoding == Encoding::Chunked {
-            self.write(b"0\r\n\r\n").await?;
+            self.write(&[b"0\r\n\r\n"]).await?;
+        } else if !self.head.is_empty() {
+            self.write(&[]).await?;
         }
         Ok(moved)
     }
@@ -111,6 +117,9 @@ impl Pipe<'_> {
     }
 
     async fn fill(&mut self, max: u64) -> Result<usize, BodyError> {
+        if !self.head.is_empty() {
+            self.write(&[]).await?;
+        }
         let max = usize::try_from(max).unwrap_or(usize::MAX);
         match self.buf.fill(self.from, max, self.read_timeout).await {
             Ok(n) => Ok(n),
@@ -123,13 +132,13 @@ impl Pipe<'_> {
     async fn write_data(&mut self, n: usize, encoding: Encoding) -> Result<(), BodyError> {
         let data = &self.buf.data()[..n];
         let result = match encoding {
-            Encoding::Identity => write_all(self.to, data, self.write_timeout).await,
+            Encoding::Identity => {
+                write_parts(self.to, &mut self.head, &[data], self.write_timeout).await
+            }
             Encoding::Chunked => {
-                let mut framed = Vec::with_capacity(n + 20);
-                framed.extend_from_slice(format!("{n:x}\r\n").as_bytes());
-                framed.extend_from_slice(data);
-                framed.extend_from_slice(b"\r\n");
-                write_all(self.to, &framed, self.write_timeout).await
+                let size = format!("{n:x}\r\n");
+                let parts = [size.as_bytes(), data, b"\r\n"];
+                write_parts(self.to, &mut self.head, &parts, self.write_timeout).await
             }
         };
         result.map_err(|_| BodyError::Write)?;
@@ -137,11 +146,30 @@ impl Pipe<'_> {
         Ok(())
     }
 
-    async fn write(&self, bytes: &[u8]) -> Result<(), BodyError> {
-        write_all(self.to, bytes, self.write_timeout)
+    /// Writes the pending head, if any, and `parts`.
+    async fn write(&mut self, parts: &[&[u8]]) -> Result<(), BodyError> {
+        write_parts(self.to, &mut self.head, parts, self.write_timeout)
             .await
             .map_err(|_| BodyError::Write)
     }
+}
+
+/// Writes `head` (leaving it empty) and then `parts`, in one write unless there is only one
+/// piece: a socket write per piece would be a packet per piece.
+async fn write_parts(
+    to: &TcpStream,
+    head: &mut Vec<u8>,
+    parts: &[&[u8]],
+    timeout: Duration,
+) -> io::Result<()> {
+    if let ([], [only]) = (head.as_slice(), parts) {
+        return write_all(to, only, timeout).await;
+    }
+    let mut out = std::mem::take(head);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    write_all(to, &out, timeout).await
 }
 
 /// Checks the chunked framing of body bytes that are already buffered, before anything is sent

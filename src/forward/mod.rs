@@ -187,6 +187,7 @@ impl Exchange<'_> {
                     to: up_stream,
                     read_timeout: self.ctx.config.client_body_timeout,
                     write_timeout: self.forwarding.send_timeout,
+                    head: Vec::new(),
                 };
                 let encoding = match self.framing {
                     Framing::Chunked => Encoding::Chunked,
@@ -384,15 +385,13 @@ impl Exchange<'_> {
             self.forwarding.via,
         );
         answered.store(true, Ordering::Relaxed);
-        if write_all(client, &head, send_timeout).await.is_err() {
-            return Ok(Relayed::Aborted);
-        }
         let mut pipe = Pipe {
             from: upstream,
             buf: up_buf,
             to: client,
             read_timeout,
             write_timeout: send_timeout,
+            head,
         };
         let moved = pipe.copy(framing, encoding).await;
         log::debug!(
