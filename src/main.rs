@@ -100,6 +100,7 @@ fn run(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        observability(&proxy, &config);
         for (addr, origin) in proxy.listening() {
             log::info!("listening on {addr} (listen in {origin})");
         }
@@ -128,7 +129,24 @@ fn run(config: Config) -> ExitCode {
     });
     // Connections still open are dropped here; a bcrypt check in flight is not waited for.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    // Every access log line queued so far reaches its file.
+    sluice::access_log::shutdown();
     code
+}
+
+/// SIGUSR1 reopens the access logs; the status listener's address is logged. Runs inside the
+/// runtime, before the proxy is announced, so that SIGUSR1 never finds its default action
+/// (ending the process).
+fn observability(proxy: &Proxy, config: &Config) {
+    if let Err(error) = sluice::access_log::reopen_on_sigusr1() {
+        log::warn!("cannot handle SIGUSR1, so access logs cannot be reopened: {error}");
+    }
+    if let (Some(addr), Some(status)) = (proxy.status_addr(), &config.status_listen) {
+        log::info!(
+            "serving /metrics and /healthz on {addr} (status_listen in {})",
+            status.origin
+        );
+    }
 }
 
 /// SIGTERM and SIGINT, the signals that stop sluice.

@@ -32,6 +32,8 @@ pub struct Proxy {
     connections: Arc<Gauge>,
     /// Set once the proxy stops accepting; idle connections watch it.
     stopping: watch::Sender<bool>,
+    /// `status_listen`: `/metrics` and `/healthz`.
+    status: Option<TcpListener>,
 }
 
 struct Bound {
@@ -45,6 +47,7 @@ impl Proxy {
     /// Binds every listener of `config`. Must run inside a tokio runtime. Errors read like
     /// nginx's: `bind() to 0.0.0.0:80 failed (Permission denied), listen in proxy.conf:3`.
     pub fn bind(config: &Config) -> Result<Proxy, String> {
+        crate::access_log::open_files(config)?;
         // Sockets first: every server must know all of the proxy's own addresses, which are
         // never a destination.
         let mut sockets = Vec::new();
@@ -59,9 +62,16 @@ impl Proxy {
                 sockets.push((index, socket, listen.origin.clone()));
             }
         }
+        let status = config
+            .status_listen
+            .as_ref()
+            .map(crate::status::bind)
+            .transpose()?;
         let own: Arc<[SocketAddr]> = sockets
             .iter()
-            .filter_map(|(_, s, _)| s.local_addr().ok())
+            .map(|(_, s, _)| s)
+            .chain(&status)
+            .filter_map(|s| s.local_addr().ok())
             .collect();
         let (stopping, stopping_rx) = watch::channel(false);
         let mut contexts = Vec::new();
@@ -95,7 +105,13 @@ impl Proxy {
             listeners,
             connections: Gauge::new(config.max_connections),
             stopping,
+            status,
         })
+    }
+
+    /// The status listener's address (`status_listen`), if there is one.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status.as_ref()?.local_addr().ok()
     }
 
     /// Each bound address (a port of 0 resolved to the real one) and the `listen` it came from.
@@ -110,6 +126,9 @@ impl Proxy {
     /// returns what is needed to wait for the busy ones.
     pub async fn serve(self, stop: impl Future<Output = ()>) -> Draining {
         let mut accept_loops = JoinSet::new();
+        if let Some(status) = self.status {
+            accept_loops.spawn(crate::status::serve(status));
+        }
         for bound in self.listeners {
             accept_loops.spawn(accept_loop(
                 bound.listener,

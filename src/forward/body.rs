@@ -42,6 +42,8 @@ pub struct Pipe<'a> {
     pub to: &'a TcpStream,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    /// Bytes written to `to` so far, framing included.
+    pub written: u64,
 }
 
 impl Pipe<'_> {
@@ -122,25 +124,29 @@ impl Pipe<'_> {
     /// Writes the first `n` buffered bytes as body data, then consumes them.
     async fn write_data(&mut self, n: usize, encoding: Encoding) -> Result<(), BodyError> {
         let data = &self.buf.data()[..n];
-        let result = match encoding {
-            Encoding::Identity => write_all(self.to, data, self.write_timeout).await,
+        let (result, len) = match encoding {
+            Encoding::Identity => (write_all(self.to, data, self.write_timeout).await, n),
             Encoding::Chunked => {
                 let mut framed = Vec::with_capacity(n + 20);
                 framed.extend_from_slice(format!("{n:x}\r\n").as_bytes());
                 framed.extend_from_slice(data);
                 framed.extend_from_slice(b"\r\n");
-                write_all(self.to, &framed, self.write_timeout).await
+                let len = framed.len();
+                (write_all(self.to, &framed, self.write_timeout).await, len)
             }
         };
         result.map_err(|_| BodyError::Write)?;
+        self.written += len as u64;
         self.buf.consume(n);
         Ok(())
     }
 
-    async fn write(&self, bytes: &[u8]) -> Result<(), BodyError> {
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), BodyError> {
         write_all(self.to, bytes, self.write_timeout)
             .await
-            .map_err(|_| BodyError::Write)
+            .map_err(|_| BodyError::Write)?;
+        self.written += bytes.len() as u64;
+        Ok(())
     }
 }
 
