@@ -30,8 +30,9 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 enum Message {
     Line(Arc<Destination>, Vec<u8>),
-    /// Wakes the writer to look at [`Writer::reopen`].
-    Wake,
+    /// Reopen now, if [`Writer::reopen`] is still set: lines queued after this go to the new
+    /// files. (Should the queue be full, the flag alone is seen after the next batch.)
+    Reopen,
     /// Write everything queued, flush, answer, and end.
     Stop(mpsc::Sender<()>),
 }
@@ -86,7 +87,7 @@ pub fn reopen() {
     let writer = writer();
     writer.reopen.store(true, Relaxed);
     // A full queue means the writer is busy and will see the flag anyway.
-    let _ = writer.queue.try_send(Message::Wake);
+    let _ = writer.queue.try_send(Message::Reopen);
 }
 
 /// Writes every queued line and flushes, waiting a few seconds at most. Lines sent after this
@@ -121,7 +122,10 @@ fn rate_limited(last: &AtomicU64) -> bool {
 
 /// The writer thread's loop.
 fn run(lines: Receiver<Message>, reopen: &AtomicBool) {
-    let mut outputs = Outputs::default();
+    let mut outputs = Outputs {
+        open: HashMap::new(),
+        reopen,
+    };
     let mut last_flush = Instant::now();
     loop {
         let wait = FLUSH_EVERY.saturating_sub(last_flush.elapsed());
@@ -155,9 +159,9 @@ fn run(lines: Receiver<Message>, reopen: &AtomicBool) {
 }
 
 /// The open destinations, by destination.
-#[derive(Default)]
-struct Outputs {
+struct Outputs<'a> {
     open: HashMap<Arc<Destination>, Output>,
+    reopen: &'a AtomicBool,
 }
 
 enum Output {
@@ -166,12 +170,16 @@ enum Output {
     File(Option<BufWriter<File>>),
 }
 
-impl Outputs {
+impl Outputs<'_> {
     /// Handles one message; a stop is returned to the loop.
     fn take(&mut self, message: Message) -> Option<mpsc::Sender<()>> {
         match message {
             Message::Line(destination, line) => self.write(destination, &line),
-            Message::Wake => {}
+            Message::Reopen => {
+                if self.reopen.swap(false, Relaxed) {
+                    self.reopen();
+                }
+            }
             Message::Stop(done) => return Some(done),
         }
         None
