@@ -124,33 +124,38 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>)
         entry.body_bytes_sent = report.body_sent;
         entry.upstream = report.upstream;
         entry.timings = report.timings;
-        let next = match result {
-            Ok(next) => next,
+        match result {
+            Ok(Next::KeepAlive) => {
+                finish(&entry, log, Some(Mode::Forward));
+                idle = config.keepalive_timeout;
+            }
+            Ok(Next::Close) => {
+                finish(&entry, log, Some(Mode::Forward));
+                return linger_close(client.stream).await;
+            }
+            Ok(Next::Abort) => {
+                finish(&entry, log, Some(Mode::Forward));
+                return reset(&client.stream);
+            }
+            Ok(Next::Upgrade {
+                upstream,
+                early_down,
+            }) => {
+                let early = Early {
+                    up: client.buf.take(),
+                    down: early_down,
+                };
+                let _tunnel = metrics::get().tunnel();
+                let outcome =
+                    tunnel::run(client.stream, upstream, early, config.data_timeout).await;
+                log::debug!(
+                    "{peer} upgraded connection for {} ended: {outcome:?}",
+                    head.target
+                );
+                carried(&mut entry, &outcome);
+                return finish(&entry, log, Some(Mode::Tunnel));
+            }
             Err(error) => return refuse_logged(client.stream, entry, log, error).await,
-        };
-        if let Next::Upgrade {
-            upstream,
-            early_down,
-        } = next
-        {
-            let early = Early {
-                up: client.buf.take(),
-                down: early_down,
-            };
-            let _tunnel = metrics::get().tunnel();
-            let outcome = tunnel::run(client.stream, upstream, early, config.data_timeout).await;
-            log::debug!(
-                "{peer} upgraded connection for {} ended: {outcome:?}",
-                head.target
-            );
-            carried(&mut entry, &outcome);
-            return finish(&entry, log, Some(Mode::Tunnel));
-        }
-        finish(&entry, log, Some(Mode::Forward));
-        match next {
-            Next::KeepAlive => idle = config.keepalive_timeout,
-            Next::Close => return linger_close(client.stream).await,
-            Next::Abort | Next::Upgrade { .. } => return reset(&client.stream),
         }
     }
 }

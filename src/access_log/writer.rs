@@ -165,7 +165,9 @@ struct Outputs<'a> {
 }
 
 enum Output {
-    Stderr(Vec<u8>),
+    /// Written a whole buffer of lines at a time, each write under the stderr lock, so lines
+    /// never interleave with sluice's own log.
+    Stderr(BufWriter<io::Stderr>),
     /// `None` after a failed open or write: the next line tries again.
     File(Option<BufWriter<File>>),
 }
@@ -190,11 +192,18 @@ impl Outputs<'_> {
             self.open
                 .entry(Arc::clone(&destination))
                 .or_insert_with(|| match &*destination {
-                    Destination::Stderr => Output::Stderr(Vec::new()),
+                    Destination::Stderr => {
+                        Output::Stderr(BufWriter::with_capacity(BUFFER, io::stderr()))
+                    }
                     Destination::File(_) => Output::File(None),
                 });
         let file = match output {
-            Output::Stderr(buffer) => return buffer.extend_from_slice(line),
+            Output::Stderr(stderr) => {
+                if let Err(error) = stderr.write_all(line) {
+                    failed(&destination, &error);
+                }
+                return;
+            }
             Output::File(file) => file,
         };
         let Destination::File(path) = &*destination else {
@@ -221,12 +230,7 @@ impl Outputs<'_> {
     fn flush(&mut self) {
         for (destination, output) in &mut self.open {
             let result = match output {
-                Output::Stderr(buffer) if buffer.is_empty() => Ok(()),
-                Output::Stderr(buffer) => {
-                    let written = io::stderr().lock().write_all(buffer);
-                    buffer.clear();
-                    written
-                }
+                Output::Stderr(stderr) => stderr.flush(),
                 Output::File(Some(file)) => file.flush(),
                 Output::File(None) => Ok(()),
             };
@@ -262,5 +266,20 @@ fn failed(destination: &Destination, error: &io::Error) {
             Destination::File(path) => format!("\"{}\"", path.display()),
         };
         log::error!("cannot write the access log to {shown}: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_rate_limited() {
+        let last = AtomicU64::new(0);
+        assert!(rate_limited(&last));
+        assert!(!rate_limited(&last));
+        last.store(last.load(Relaxed) - WARN_EVERY, Relaxed);
+        assert!(rate_limited(&last));
+        assert!(!rate_limited(&last));
     }
 }
