@@ -60,6 +60,11 @@ fn main() -> ExitCode {
 
 /// `-t`: the same report as `nginx -t`, on standard error.
 fn test_config(config: Result<Config, sluice::config::ConfigError>, shown: &str) -> ExitCode {
+    // As nginx -t does, the log files are opened (and created) too.
+    let config = config.and_then(|config| {
+        sluice::access_log::open_files(&config).map_err(sluice::config::ConfigError::whole_file)?;
+        Ok(config)
+    });
     match config {
         Ok(config) => {
             for warning in &config.warnings {

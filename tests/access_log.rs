@@ -422,12 +422,17 @@ fn format_errors_name_their_line() {
         )),
         "{stderr}"
     );
-    // A format defined at the top level, used by a later server, loads cleanly.
+    // A format defined at the top level, used by a later server, loads cleanly; -t creates
+    // the log file, as nginx -t does.
     let config = "log_format mine '$status';\nserver {\n    listen 127.0.0.1:0;\n    \
-                  access_log stderr mine;\n    access_log /tmp/y.log combined buffer=32k flush=5s;\n}\n";
-    let (ok, stderr, _, _dir) = sluice_t(config);
+                  access_log stderr mine;\n    access_log y.log combined buffer=32k flush=5s;\n}\n";
+    let (ok, stderr, path, _dir) = sluice_t(config);
     assert!(ok, "{stderr}");
     assert!(!stderr.contains("[warn]"), "{stderr}");
+    assert!(
+        path.with_file_name("y.log").exists(),
+        "relative to the config file"
+    );
 }
 
 #[test]
@@ -443,20 +448,22 @@ fn an_unwritable_log_path_fails_at_startup() {
         ),
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["-c", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(
-        stderr.contains(&format!(
-            "open() \"{}\" failed (No such file or directory), access_log in {}:3",
-            log.display(),
-            path.display()
-        )),
-        "{stderr}"
-    );
+    for args in [vec!["-c"], vec!["-t", "-c"]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args.iter().chain(&[path.to_str().unwrap()]))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(
+            stderr.contains(&format!(
+                "[emerg] open() \"{}\" failed (No such file or directory), access_log in {}:3",
+                log.display(),
+                path.display()
+            )),
+            "{stderr}"
+        );
+    }
 }
 
 #[tokio::test]
