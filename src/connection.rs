@@ -7,24 +7,26 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::access::Auth;
+use crate::access_log::{AccessLog, Client, Entry};
 use crate::config::{ConnectVar, Server};
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
-use crate::forward::{self, Next, Pool};
+use crate::forward::{self, Next, Pool, Report};
 use crate::limits::{PerClient, Places};
+use crate::metrics::{self, Mode, Refusal};
 use crate::request::{Head, Limits, ReadError, read_head};
 use crate::resolve::Resolver;
 use crate::stream::{Conn, reset};
 use crate::target::Target;
-use crate::tunnel::{self, Early};
+use crate::tunnel::{self, Early, Outcome};
 use crate::upstream;
 
 /// Everything a connection accepted by one `server` block needs.
@@ -55,41 +57,86 @@ impl ServerContext {
     fn forwards(&self) -> bool {
         self.config.locations.iter().any(|l| l.proxy_pass)
     }
+
+    /// The access log of the location that served a forwarded request, or the server's.
+    fn access_log(&self, location: Option<usize>) -> &AccessLog {
+        location
+            .and_then(|i| self.config.locations.get(i))
+            .map_or(&self.config.access_log, |l| &l.access_log)
+    }
 }
+
+/// `$connection`: connections accepted so far.
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Serves one client connection to its end.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>, places: Places) {
     let _ = stream.set_nodelay(true);
+    let _open = metrics::get().connection();
+    let who = Client {
+        peer,
+        local: stream.local_addr().ok(),
+        id: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
+    };
     let mut client = Conn::new(stream);
     let config = &ctx.config;
     let mut idle = config.client_header_timeout;
+    let mut requests = 0;
     loop {
+        let consumed = client.buf.consumed();
         // A stopping proxy lets requests and tunnels finish, but waits for no new request.
         let read = tokio::select! {
             read = read_head(&mut client, ctx.limits, idle, config.client_header_timeout) => read,
             () = ctx.stopping() => return,
         };
+        requests += 1;
         let head = match read {
             Ok(head) => head,
             Err(ReadError::Closed) => return,
             Err(ReadError::Refused(error)) => {
                 log::debug!("{peer}: {error}");
-                return refuse(client.stream, error).await;
+                let mut entry = Entry::new(&who, requests, None);
+                entry.bytes_received = client.buf.len() as u64;
+                return refuse_logged(client.stream, entry, &config.access_log, error).await;
             }
         };
-        if let Err(error) = admit(&head, peer, &ctx).await {
-            return refuse_logged(client.stream, peer, &head, error).await;
+        let mut entry = Entry::new(&who, requests, Some(&head));
+        entry.bytes_received = client.buf.consumed() - consumed;
+        match admit(&head, peer, &ctx).await {
+            Ok(user) => entry.user = user,
+            Err(error) => {
+                return refuse_logged(client.stream, entry, &config.access_log, error).await;
+            }
         }
         if head.method == "CONNECT" {
-            return connect(client, peer, &head, &ctx, places).await;
+            return connect(client, &head, entry, &ctx, places).await;
         }
         if !ctx.forwards() {
-            return refuse_logged(client.stream, peer, &head, not_connect(&head)).await;
+            let error = not_connect(&head);
+            return refuse_logged(client.stream, entry, &config.access_log, error).await;
         }
-        match forward::forward(&mut client, &head, peer, &ctx).await {
-            Ok(Next::KeepAlive) => idle = config.keepalive_timeout,
-            Ok(Next::Close) => return linger_close(client.stream).await,
-            Ok(Next::Abort) => return reset(&client.stream),
+        let mut report = Report::default();
+        let result = forward::forward(&mut client, &head, peer, &ctx, &mut report).await;
+        let log = ctx.access_log(report.location);
+        entry.bytes_received = client.buf.consumed() - consumed;
+        entry.status = report.status.unwrap_or(0);
+        entry.bytes_sent = report.head_sent + report.body_sent;
+        entry.body_bytes_sent = report.body_sent;
+        entry.upstream = report.upstream;
+        entry.timings = report.timings;
+        match result {
+            Ok(Next::KeepAlive) => {
+                finish(&entry, log, Some(Mode::Forward));
+                idle = config.keepalive_timeout;
+            }
+            Ok(Next::Close) => {
+                finish(&entry, log, Some(Mode::Forward));
+                return linger_close(client.stream).await;
+            }
+            Ok(Next::Abort) => {
+                finish(&entry, log, Some(Mode::Forward));
+                return reset(&client.stream);
+            }
             Ok(Next::Upgrade {
                 upstream,
                 early_down,
@@ -98,83 +145,132 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>,
                     up: client.buf.take(),
                     down: early_down,
                 };
+                let _tunnel = metrics::get().tunnel();
                 let outcome =
                     tunnel::run(client.stream, upstream, early, config.data_timeout).await;
                 log::debug!(
                     "{peer} upgraded connection for {} ended: {outcome:?}",
                     head.target
                 );
-                return;
+                carried(&mut entry, &outcome);
+                return finish(&entry, log, Some(Mode::Tunnel));
             }
-            Err(error) => return refuse_logged(client.stream, peer, &head, error).await,
+            Err(error) => return refuse_logged(client.stream, entry, log, error).await,
         }
     }
 }
 
 /// Who may use this server: `allow`/`deny` first, then proxy authentication, as nginx orders
-/// its access and auth phases. Nothing is resolved or dialled for a refused client.
-async fn admit(head: &Head, peer: SocketAddr, ctx: &ServerContext) -> Result<(), ProxyError> {
+/// its access and auth phases. Nothing is resolved or dialled for a refused client. The
+/// result is the authenticated user, if authentication is on.
+async fn admit(
+    head: &Head,
+    peer: SocketAddr,
+    ctx: &ServerContext,
+) -> Result<Option<String>, ProxyError> {
     if ctx.config.clients.check(peer.ip()).is_err() {
         return Err(ProxyError::ClientDenied);
     }
-    if let Some(auth) = &ctx.auth {
-        let Some(user) = auth.check(head.header("proxy-authorization")).await else {
-            return Err(ProxyError::AuthRequired {
-                realm: auth.realm.clone(),
-            });
-        };
-        log::debug!("{peer} authenticated as \"{user}\"");
-    }
-    Ok(())
+    let Some(auth) = &ctx.auth else {
+        return Ok(None);
+    };
+    let Some(user) = auth.check(head.header("proxy-authorization")).await else {
+        return Err(ProxyError::AuthRequired {
+            realm: auth.realm.clone(),
+        });
+    };
+    log::debug!("{peer} authenticated as \"{user}\"");
+    Ok(Some(user))
 }
 
 /// Serves a CONNECT: policy, resolve, dial, `200`, then hands the two sockets to a tunnel task
-/// of their own. That task holds only what a tunnel needs, while this one (sized for the
-/// largest thing a connection may do) ends: an idle tunnel costs a few hundred bytes.
+/// of their own, which logs the tunnel when it ends. That task holds only what a tunnel needs,
+/// while this one (sized for the largest thing a connection may do) ends: an idle tunnel
+/// costs a few hundred bytes.
 async fn connect(
     mut client: Conn,
-    peer: SocketAddr,
     head: &Head,
-    ctx: &ServerContext,
+    mut entry: Entry<'_>,
+    ctx: &Arc<ServerContext>,
     places: Places,
 ) {
-    let started = Instant::now();
-    let (target, upstream) = match open_tunnel(head, ctx).await {
-        Ok(opened) => opened,
-        Err(error) => return refuse_logged(client.stream, peer, head, error).await,
+    let config = &ctx.config;
+    let log = &config.access_log;
+    let target = match connect_target(head, config) {
+        Ok(target) => target,
+        Err(error) => return refuse_logged(client.stream, entry, log, error).await,
     };
-    let upstream_addr = upstream.peer_addr().ok();
-    let response = established_response(&ctx.config, &target, upstream_addr);
+    entry.connect = Some(target.clone());
+    let options = DialOptions {
+        timeout: config.connect_timeout,
+        bind: config.connect_bind,
+    };
+    let dialled = upstream::connect(
+        ctx,
+        &target,
+        config.connect_address,
+        options,
+        &mut entry.timings,
+    )
+    .await;
+    let upstream = match dialled {
+        Ok(upstream) => upstream,
+        Err(error) => return refuse_logged(client.stream, entry, log, error).await,
+    };
+    entry.upstream = upstream.addr;
+    entry.status = 200;
+    let response = established_response(config, &target, upstream.addr);
     let sent = tokio::time::timeout(
-        ctx.config.data_timeout,
+        config.data_timeout,
         client.stream.write_all(response.as_bytes()),
     )
     .await;
     if !matches!(sent, Ok(Ok(()))) {
-        return;
+        return finish(&entry, log, Some(Mode::Tunnel));
     }
+    entry.bytes_sent = response.len() as u64;
     let early = Early {
         up: client.buf.take(),
         down: Vec::new(),
     };
-    let idle = ctx.config.data_timeout;
+    let mut entry = entry.detach(!log.is_off());
+    let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
-        let outcome = tunnel::run(client.stream, upstream, early, idle).await;
+        let _tunnel = metrics::get().tunnel();
+        let idle = ctx.config.data_timeout;
+        let outcome = tunnel::run(client.stream, upstream.stream, early, idle).await;
         log::debug!(
-            "{peer} tunnel to {target} ({}) ended after {:?}: {} bytes up, {} down, {:?}",
-            upstream_addr.map_or_else(|| "?".to_string(), |a| a.to_string()),
-            started.elapsed(),
+            "{} tunnel to {target} ({}) ended after {:?}: {} bytes up, {} down, {:?}",
+            entry.client.peer,
+            upstream
+                .addr
+                .map_or_else(|| "?".to_string(), |a| a.to_string()),
+            entry.started.elapsed(),
             outcome.up,
             outcome.down,
             outcome.end,
         );
+        carried(&mut entry, &outcome);
+        finish(&entry, &ctx.config.access_log, Some(Mode::Tunnel));
         drop(places);
     });
 }
 
-/// Checks a CONNECT against this server's policy, then resolves and dials its target.
-async fn open_tunnel(head: &Head, ctx: &ServerContext) -> Result<(Target, TcpStream), ProxyError> {
-    let config = &ctx.config;
+/// Adds what a tunnel carried to its request's byte counts.
+fn carried(entry: &mut Entry, outcome: &Outcome) {
+    entry.bytes_received += outcome.up;
+    entry.bytes_sent += outcome.down;
+    entry.body_bytes_sent += outcome.down;
+}
+
+/// Counts a finished request and writes its access log line.
+fn finish(entry: &Entry, log: &AccessLog, mode: Option<Mode>) {
+    metrics::get().request(entry.status, mode, entry.bytes_received, entry.bytes_sent);
+    log.write(entry);
+}
+
+/// Checks a CONNECT against this server's policy and parses its target.
+fn connect_target(head: &Head, config: &Server) -> Result<Target, ProxyError> {
     if !config.proxy_connect {
         return Err(ProxyError::ConnectDisabled);
     }
@@ -182,12 +278,7 @@ async fn open_tunnel(head: &Head, ctx: &ServerContext) -> Result<(Target, TcpStr
     if !config.connect_ports.allows(target.port) {
         return Err(ProxyError::PortNotAllowed(target.port));
     }
-    let options = DialOptions {
-        timeout: config.connect_timeout,
-        bind: config.connect_bind,
-    };
-    let upstream = upstream::connect(ctx, &target, config.connect_address, options).await?;
-    Ok((target, upstream))
+    Ok(target)
 }
 
 /// The answer to anything but CONNECT on a server that does not forward.
@@ -228,31 +319,60 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How much of it is read and thrown away.
 const LINGER_BYTES: usize = 64 * 1024;
 
-/// Logs why a request was refused (server-side failures louder) and refuses it.
-async fn refuse_logged(client: TcpStream, peer: SocketAddr, head: &Head, error: ProxyError) {
+/// Logs why a request was refused (server-side failures louder), answers it, writes its
+/// access log line, and closes.
+async fn refuse_logged(
+    mut client: TcpStream,
+    mut entry: Entry<'_>,
+    log: &AccessLog,
+    error: ProxyError,
+) {
     let (status, _) = error.status();
+    let request = entry
+        .head
+        .as_deref()
+        .map_or_else(String::new, |h| format!(" \"{} {}\"", h.method, h.target));
+    let peer = entry.client.peer;
     if status >= 500 {
-        log::warn!(
-            "{peer} \"{} {}\": {status}: {error}",
-            head.method,
-            head.target
-        );
+        log::warn!("{peer}{request}: {status}: {error}");
     } else {
-        log::debug!(
-            "{peer} \"{} {}\": {status}: {error}",
-            head.method,
-            head.target
-        );
+        log::debug!("{peer}{request}: {status}: {error}");
     }
-    refuse(client, error).await;
+    entry.status = status;
+    let written = answer(&mut client, &error).await;
+    if let Some((head, body)) = written {
+        entry.bytes_sent += head + body;
+        entry.body_bytes_sent += body;
+    }
+    finish(&entry, log, None);
+    if written.is_some() {
+        linger_close(client).await;
+    }
 }
 
 /// Writes the error response and closes.
 pub async fn refuse(mut client: TcpStream, error: ProxyError) {
-    let written = tokio::time::timeout(LINGER, client.write_all(&error.response())).await;
-    if matches!(written, Ok(Ok(()))) {
+    if answer(&mut client, &error).await.is_some() {
         linger_close(client).await;
     }
+}
+
+/// Writes the error response, counting a refusal by policy or limit. The sizes of its head
+/// and body if it was written.
+async fn answer(client: &mut TcpStream, error: &ProxyError) -> Option<(u64, u64)> {
+    if let Some(reason) = Refusal::of(error) {
+        metrics::get().refused(reason);
+    }
+    let response = error.response();
+    let written = tokio::time::timeout(LINGER, client.write_all(&response)).await;
+    if !matches!(written, Ok(Ok(()))) {
+        return None;
+    }
+    let head = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |p| p + 4);
+    Some((head as u64, (response.len() - head) as u64))
 }
 
 /// Closes after a complete answer. Bytes the client already sent are drained for a moment

@@ -25,17 +25,22 @@
 //! - [`access`] decides who may use the proxy and where it may go (allow/deny, proxy
 //!   authentication, destination rules); [`limits`] counts connections.
 //! - [`config`] reads the nginx-syntax configuration; [`template`] expands `$variables`.
+//! - [`access_log`] writes one line per request off the event loop; [`metrics`] counts, and
+//!   [`status`] serves the counts (`/metrics`) and `/healthz` on `status_listen`.
 
 pub mod access;
+pub mod access_log;
 pub mod config;
 pub mod connection;
 pub mod dial;
 pub mod error;
 pub mod forward;
 pub mod limits;
+pub mod metrics;
 pub mod request;
 pub mod resolve;
 pub mod server;
+pub mod status;
 pub mod stream;
 pub mod target;
 pub mod template;

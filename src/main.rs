@@ -60,6 +60,11 @@ fn main() -> ExitCode {
 
 /// `-t`: the same report as `nginx -t`, on standard error.
 fn test_config(config: Result<Config, sluice::config::ConfigError>, shown: &str) -> ExitCode {
+    // As nginx -t does, the log files are opened (and created) too.
+    let config = config.and_then(|config| {
+        sluice::access_log::open_files(&config).map_err(sluice::config::ConfigError::whole_file)?;
+        Ok(config)
+    });
     match config {
         Ok(config) => {
             for warning in &config.warnings {
@@ -93,8 +98,12 @@ fn run(mut config: Config, path: Option<PathBuf>) -> ExitCode {
         }
     };
     let code = runtime.block_on(async {
-        // Before the first "listening on": a SIGHUP that arrives early must not kill sluice.
+        // Before the first "listening on": a SIGHUP or SIGUSR1 that arrives early must not
+        // kill sluice (their default action).
         let mut signals = Signals::new();
+        if let Err(error) = sluice::access_log::reopen_on_sigusr1() {
+            log::warn!("cannot handle SIGUSR1, so access logs cannot be reopened: {error}");
+        }
         let mut proxy = match Proxy::start(&config).await {
             Ok(proxy) => proxy,
             Err(error) => {
@@ -102,6 +111,8 @@ fn run(mut config: Config, path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // The status listener first: the "listening on" lines announce a proxy ready to use.
+        log_status_listener(&proxy, &config);
         for (addr, origin) in proxy.listening() {
             log::info!("listening on {addr} (listen in {origin})");
         }
@@ -139,6 +150,8 @@ fn run(mut config: Config, path: Option<PathBuf>) -> ExitCode {
     });
     // Connections still open are dropped here; a bcrypt check in flight is not waited for.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    // Every access log line queued so far reaches its file.
+    sluice::access_log::shutdown();
     code
 }
 
@@ -175,6 +188,7 @@ async fn reload(proxy: &mut Proxy, path: Option<&Path>) -> Option<Config> {
             for addr in &changes.closed {
                 log::info!("no longer listening on {addr}");
             }
+            log_status_listener(proxy, &config);
             log::info!(
                 "reloaded {}: new connections use it; open connections keep the previous one",
                 path.display()
@@ -185,6 +199,16 @@ async fn reload(proxy: &mut Proxy, path: Option<&Path>) -> Option<Config> {
             log::error!("reload failed, still serving the previous configuration: {error}");
             None
         }
+    }
+}
+
+/// Logs where `/metrics` and `/healthz` are served, if anywhere.
+fn log_status_listener(proxy: &Proxy, config: &Config) {
+    if let (Some(addr), Some(status)) = (proxy.status_addr(), &config.status_listen) {
+        log::info!(
+            "serving /metrics and /healthz on {addr} (status_listen in {})",
+            status.origin
+        );
     }
 }
 

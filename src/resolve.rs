@@ -44,6 +44,7 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::config::ResolverSettings;
 use crate::error::ProxyError;
+use crate::metrics::{self, DnsFailure};
 use crate::target::{Host, Target};
 
 /// Answers kept per resolver; one entry is one address family of one name.
@@ -110,6 +111,17 @@ enum Answer {
 }
 
 impl Answer {
+    /// How the metrics count a failed query; a name without addresses of one family is no
+    /// failure.
+    fn failure(&self) -> Option<DnsFailure> {
+        match self {
+            Answer::Addrs(_) | Answer::NoData => None,
+            Answer::NoName => Some(DnsFailure::NxDomain),
+            Answer::TimedOut => Some(DnsFailure::Timeout),
+            Answer::Failed(_) => Some(DnsFailure::Error),
+        }
+    }
+
     /// An answer that settles the question: no other name server needs to be asked.
     fn is_definitive(&self) -> bool {
         matches!(self, Answer::Addrs(_) | Answer::NoName | Answer::NoData)
@@ -278,9 +290,11 @@ impl Inner {
         let key: Key = (Arc::clone(name), family);
         let mut state = this.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(answer) = state.cache.get(&key, Instant::now()) {
+            metrics::get().dns_cache_hit();
             return Pending::Ready(answer);
         }
         if let Some(waiting) = state.pending.get(&key) {
+            metrics::get().dns_cache_hit();
             return Pending::Waiting(waiting.clone());
         }
         if state.pending.len() >= MAX_PENDING {
@@ -296,9 +310,11 @@ impl Inner {
                 inner: &inner,
                 key: Some(key),
             };
+            let started = Instant::now();
             let reply = tokio::time::timeout(inner.timeout, inner.query(&guard.key_name(), family))
                 .await
                 .unwrap_or_else(|_| Reply::of(Answer::TimedOut));
+            metrics::get().dns_lookup(started.elapsed(), reply.answer.failure());
             let key = guard.key.take().expect("the key is taken once");
             let lifetime = inner.lifetime(&reply);
             let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -34,6 +34,21 @@ pub struct Proxy {
     connections: Arc<Gauge>,
     /// Set once the proxy stops accepting; idle connections watch it.
     stopping: watch::Sender<bool>,
+    /// `status_listen`: `/metrics` and `/healthz`.
+    status: Option<StatusListener>,
+}
+
+/// The status listener and the task serving it.
+struct StatusListener {
+    configured: SocketAddr,
+    local: SocketAddr,
+    serving: JoinHandle<()>,
+}
+
+impl Drop for StatusListener {
+    fn drop(&mut self) {
+        self.serving.abort();
+    }
 }
 
 /// One listening socket and its accept loop.
@@ -91,6 +106,7 @@ impl Proxy {
             listeners: Vec::new(),
             connections: Gauge::new(config.max_connections),
             stopping: watch::channel(false).0,
+            status: None,
         };
         proxy.reload(config).await?;
         Ok(proxy)
@@ -100,6 +116,7 @@ impl Proxy {
     /// queued on them is lost), new addresses are bound, addresses it no longer lists are
     /// closed. Connections already open are not touched. On any error nothing changes.
     pub async fn reload(&mut self, config: &Config) -> Result<Reloaded, String> {
+        crate::access_log::open_files(config)?;
         // Sockets first: every server must know all of the proxy's own addresses, which are
         // never a destination.
         let mut kept: Vec<(usize, usize, &Origin)> = Vec::new(); // (listener, server, listen)
@@ -126,10 +143,26 @@ impl Proxy {
                 }
             }
         }
+        // The status listener too: kept if its address is unchanged, else bound anew.
+        let status_kept = match (&self.status, &config.status_listen) {
+            (Some(old), Some(new)) => old.configured == new.addr,
+            _ => false,
+        };
+        let status_fresh = match &config.status_listen {
+            Some(status) if !status_kept => Some((status.addr, crate::status::bind(status)?)),
+            _ => None,
+        };
         let own: Arc<[SocketAddr]> = kept
             .iter()
             .map(|&(index, _, _)| self.listeners[index].local)
             .chain(fresh.iter().filter_map(|b| b.listener.local_addr().ok()))
+            .chain(
+                self.status
+                    .as_ref()
+                    .filter(|_| status_kept)
+                    .map(|s| s.local),
+            )
+            .chain(status_fresh.iter().filter_map(|(_, l)| l.local_addr().ok()))
             .collect();
         let contexts = self.contexts(config, &own)?;
 
@@ -168,6 +201,20 @@ impl Proxy {
             });
         }
         self.listeners = listeners;
+        if !status_kept {
+            if let Some(mut old) = self.status.take() {
+                old.serving.abort();
+                let _ = (&mut old.serving).await;
+            }
+            if let Some((configured, listener)) = status_fresh {
+                let local = listener.local_addr().map_err(|e| e.to_string())?;
+                self.status = Some(StatusListener {
+                    configured,
+                    local,
+                    serving: tokio::spawn(crate::status::serve(listener)),
+                });
+            }
+        }
         Ok(Reloaded {
             kept: kept.len(),
             opened,
@@ -205,6 +252,11 @@ impl Proxy {
             .collect()
     }
 
+    /// The status listener's address (`status_listen`), if there is one.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status.as_ref().map(|s| s.local)
+    }
+
     /// Each bound address (a port of 0 resolved to the real one) and the `listen` it came from.
     pub fn listening(&self) -> impl Iterator<Item = (SocketAddr, &Origin)> {
         self.listeners.iter().map(|l| (l.local, &l.origin))
@@ -215,6 +267,10 @@ impl Proxy {
     pub async fn stop(mut self) -> Draining {
         for mut listener in self.listeners.drain(..) {
             listener.close().await;
+        }
+        if let Some(mut status) = self.status.take() {
+            status.serving.abort();
+            let _ = (&mut status.serving).await;
         }
         let _ = self.stopping.send(true);
         Draining {

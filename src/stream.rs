@@ -16,6 +16,8 @@ use tokio::time::Instant;
 pub struct ReadBuf {
     bytes: Vec<u8>,
     start: usize,
+    /// Bytes consumed over the buffer's life, for the access log's byte counts.
+    consumed: u64,
 }
 
 /// How much one read asks the kernel for.
@@ -23,7 +25,11 @@ const READ_CHUNK: usize = 16 * 1024;
 
 impl ReadBuf {
     pub fn with_bytes(bytes: Vec<u8>) -> ReadBuf {
-        ReadBuf { bytes, start: 0 }
+        ReadBuf {
+            bytes,
+            start: 0,
+            consumed: 0,
+        }
     }
 
     /// The unconsumed bytes.
@@ -42,11 +48,17 @@ impl ReadBuf {
     /// Marks `n` bytes as used.
     pub fn consume(&mut self, n: usize) {
         self.start += n;
+        self.consumed += n as u64;
         debug_assert!(self.start <= self.bytes.len());
         if self.start == self.bytes.len() {
             self.bytes.clear();
             self.start = 0;
         }
+    }
+
+    /// Bytes consumed so far ([`ReadBuf::take`] hands bytes over without consuming them).
+    pub fn consumed(&self) -> u64 {
+        self.consumed
     }
 
     /// Takes every unconsumed byte out.

@@ -68,6 +68,16 @@ impl<V> Template<V> {
             }
         }
     }
+
+    /// [`Template::render_into`] for byte output, where values need not be UTF-8.
+    pub fn render_bytes(&self, out: &mut Vec<u8>, mut expand: impl FnMut(&V, &mut Vec<u8>)) {
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => out.extend_from_slice(text.as_bytes()),
+                Part::Var(var) => expand(var, out),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,32 +2,75 @@
 //! the destination rules hold for both.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::connection::ServerContext;
 use crate::dial::{DialOptions, dial};
 use crate::error::ProxyError;
+use crate::metrics::{self, ConnectFailure};
 use crate::target::Target;
+
+/// How long reaching an upstream took, for the access log. A step that did not happen stays
+/// `None` (`proxy_connect_address` skips DNS; a refusal by name skips both).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// `$proxy_connect_resolve_time`.
+    pub resolve: Option<Duration>,
+    /// `$proxy_connect_connect_time`: dialling, all attempts together.
+    pub connect: Option<Duration>,
+}
+
+/// A connected upstream.
+#[derive(Debug)]
+pub struct Upstream {
+    pub stream: TcpStream,
+    /// The address connected to.
+    pub addr: Option<SocketAddr>,
+}
 
 /// Checks `target` against the destination rules, resolves it (unless `address` overrides
 /// it, as `proxy_connect_address` does), drops every address the rules refuse, and connects to
-/// one of the rest.
+/// one of the rest. `timings` records how long resolving and connecting took, failed or not.
 pub async fn connect(
     ctx: &ServerContext,
     target: &Target,
     address: Option<(IpAddr, Option<u16>)>,
     options: DialOptions,
-) -> Result<TcpStream, ProxyError> {
+    timings: &mut Timings,
+) -> Result<Upstream, ProxyError> {
+    let result = reach(ctx, target, address, options, timings).await;
+    if let Err(error) = &result
+        && let Some(cause) = ConnectFailure::of(error)
+    {
+        metrics::get().connect_failed(cause);
+    }
+    result
+}
+
+async fn reach(
+    ctx: &ServerContext,
+    target: &Target,
+    address: Option<(IpAddr, Option<u16>)>,
+    options: DialOptions,
+    timings: &mut Timings,
+) -> Result<Upstream, ProxyError> {
     let rules = &ctx.config.destinations;
     // A host rule settles some names before any DNS query is sent.
     if let Some(Err(denied)) = rules.check_name(&target.host) {
         return Err(ProxyError::DestinationDenied(denied.to_string()));
     }
+    let started = Instant::now();
     let addrs = match address {
         // The operator chose this address: only the loop guard applies to it.
         Some((ip, port)) => vec![SocketAddr::new(ip, port.unwrap_or(target.port))],
-        None => ctx.resolver.resolve(target).await?,
+        None => {
+            let resolved = ctx.resolver.resolve(target).await;
+            timings.resolve = Some(started.elapsed());
+            resolved?
+        }
     };
     let mut first_denial = None;
     let allowed: Vec<SocketAddr> = addrs
@@ -54,5 +97,12 @@ pub async fn connect(
             first_denial.unwrap_or_default(),
         ));
     }
-    dial(&allowed, &target.to_string(), options).await
+    let started = Instant::now();
+    let dialled = dial(&allowed, &target.to_string(), options).await;
+    timings.connect = Some(started.elapsed());
+    let stream = dialled?;
+    Ok(Upstream {
+        addr: stream.peer_addr().ok(),
+        stream,
+    })
 }

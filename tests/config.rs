@@ -841,9 +841,6 @@ fn main_context_nginx_directives_warn() {
                 "\"error_log\" directive is ignored (sluice logs to standard error; RUST_LOG sets the level) in {path}:4"
             ),
             format!(
-                "\"access_log\" directive is ignored (access logging is not supported yet) in {path}:8"
-            ),
-            format!(
                 "\"server_name\" directive is ignored (a forward proxy is chosen by its listen address, not by name) in {path}:9"
             ),
             format!(

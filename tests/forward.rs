@@ -672,7 +672,7 @@ async fn curl_and_python_urllib_fetch_through_the_proxy() {
 /// slow origin's client sees the status at once, and each piece of body as it comes.
 #[tokio::test]
 async fn a_head_and_each_piece_of_a_slow_body_are_passed_on_as_they_arrive() {
-    let (release, mut released) = tokio::sync::mpsc::channel::<()>(4);
+    let (release, released) = tokio::sync::mpsc::channel::<()>(4);
     let released = std::sync::Arc::new(tokio::sync::Mutex::new(Some(released)));
     let origin = serve("127.0.0.1:0", move |mut stream| {
         let released = std::sync::Arc::clone(&released);

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::{ConfigError, Origin};
@@ -18,10 +19,11 @@ use super::values::{
 };
 use super::{
     Config, ConnectVar, Forwarding, HeaderVar, Listen, Location, LocationMatch, PortList,
-    ResolverSettings, Server, SetHeader,
+    ResolverSettings, Server, SetHeader, StatusListen,
 };
 use crate::access::auth::Users;
 use crate::access::{Cidr, ClientRules, DestinationRule, DestinationRules, HostPattern, Matcher};
+use crate::access_log::{AccessLog, Destination, Escape, LogFormat, Sink};
 use crate::request::Limits;
 use crate::template::Template;
 
@@ -36,6 +38,7 @@ enum Context {
 const MAIN: &[Context] = &[Context::Main];
 const HTTP_SERVER: &[Context] = &[Context::Http, Context::Server];
 const SERVER: &[Context] = &[Context::Server];
+const MAIN_HTTP: &[Context] = &[Context::Main, Context::Http];
 const HTTP_SERVER_LOCATION: &[Context] = &[Context::Http, Context::Server, Context::Location];
 const ANYWHERE: &[Context] = &[
     Context::Main,
@@ -176,7 +179,6 @@ const SPECS: &[Spec] = &[
         false,
         "sluice logs to standard error; RUST_LOG sets the level",
     ),
-    ignored("access_log", false, "access logging is not supported yet"),
     ignored("sendfile", false, "a forward proxy serves no files"),
     ignored("tcp_nopush", false, "a forward proxy serves no files"),
     ignored("tcp_nodelay", false, "sluice always sets TCP_NODELAY"),
@@ -186,6 +188,10 @@ const SPECS: &[Spec] = &[
         false,
         "sluice always streams bodies",
     ),
+    used("access_log", HTTP_SERVER_LOCATION, (1, MANY), false),
+    // In nginx, http only; servers may stand at the top level in sluice, so main too.
+    used("log_format", MAIN_HTTP, (2, MANY), false),
+    used("status_listen", MAIN_HTTP, (1, 1), true),
     used("allow", HTTP_SERVER_LOCATION, (1, 1), false),
     used("deny", HTTP_SERVER_LOCATION, (1, 1), false),
     used("auth_basic", HTTP_SERVER_LOCATION, (1, 1), true),
@@ -223,7 +229,13 @@ pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
         warnings: Vec::new(),
         max_connections: None,
         shutdown_timeout: Duration::from_secs(30),
+        status_listen: None,
+        formats: HashMap::from([
+            ("combined".to_string(), Arc::new(LogFormat::combined())),
+            ("sluice".to_string(), Arc::new(LogFormat::sluice())),
+        ]),
     };
+    builder.log_formats(tree)?;
     let mut servers = Vec::new();
     let main_defaults = Server::defaults(builder.origin(1));
     for directive in builder.checked(tree, Context::Main)? {
@@ -232,6 +244,8 @@ pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
             "http" => builder.http(directive, &mut servers)?,
             "max_connections" => builder.max_connections = Some(builder.count(directive)?),
             "shutdown_timeout" => builder.shutdown_timeout = builder.time(directive)?,
+            "status_listen" => builder.status_listen(directive)?,
+            "log_format" => {} // read first, by `log_formats`
             _ => return Err(builder.not_allowed(directive)),
         }
     }
@@ -241,10 +255,26 @@ pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
         )));
     }
     check_unique_listeners(&servers, file)?;
+    if let Some(status) = &builder.status_listen
+        && let Some(listen) = servers
+            .iter()
+            .flat_map(|s| &s.listen)
+            .find(|l| l.addr == status.addr && l.addr.port() != 0)
+    {
+        return Err(ConfigError::at(
+            file,
+            status.origin.line,
+            format!(
+                "status_listen {} is also a proxy listener (listen in {})",
+                status.addr, listen.origin
+            ),
+        ));
+    }
     Ok(Config {
         servers,
         max_connections: builder.max_connections,
         shutdown_timeout: builder.shutdown_timeout,
+        status_listen: builder.status_listen,
         warnings: builder.warnings,
     })
 }
@@ -274,6 +304,20 @@ struct Own {
     headers: bool,
     clients: bool,
     destinations: bool,
+    /// `access_log` directives of this level; `off` empties the level.
+    logs: Option<Vec<Sink>>,
+    logs_off: bool,
+}
+
+impl Own {
+    /// The access log of a level that started from `inherited`.
+    fn access_log(&mut self, inherited: &AccessLog) -> AccessLog {
+        match self.logs.take() {
+            None => inherited.clone(),
+            Some(_) if self.logs_off => AccessLog::default(),
+            Some(sinks) => AccessLog::new(sinks),
+        }
+    }
 }
 
 struct Builder<'a> {
@@ -283,6 +327,10 @@ struct Builder<'a> {
     max_connections: Option<usize>,
     /// `shutdown_timeout`, also process-wide.
     shutdown_timeout: Duration,
+    /// `status_listen`, process-wide.
+    status_listen: Option<StatusListen>,
+    /// `log_format`s by name, the predefined ones included.
+    formats: HashMap<String, Arc<LogFormat>>,
 }
 
 impl Builder<'_> {
@@ -376,9 +424,12 @@ impl Builder<'_> {
             match directive.name.as_str() {
                 "max_connections" => self.max_connections = Some(self.count(directive)?),
                 "shutdown_timeout" => self.shutdown_timeout = self.time(directive)?,
+                "status_listen" => self.status_listen(directive)?,
+                "log_format" => {} // read first, by `log_formats`
                 _ => self.setting(&mut defaults, directive, &mut own)?,
             }
         }
+        defaults.access_log = own.access_log(&defaults.access_log);
         for directive in directives.iter().filter(|d| d.name == "server") {
             servers.push(self.server(directive, &defaults)?);
         }
@@ -399,8 +450,9 @@ impl Builder<'_> {
                 _ => self.setting(&mut server, directive, &mut own)?,
             }
         }
+        server.access_log = own.access_log(&server.access_log);
         for directive in directives.iter().filter(|d| d.name == "location") {
-            let location = self.location(directive, &server.forwarding)?;
+            let location = self.location(directive, &server.forwarding, &server.access_log)?;
             if server
                 .locations
                 .iter()
@@ -516,6 +568,7 @@ impl Builder<'_> {
         &mut self,
         block: &Directive,
         inherited: &Forwarding,
+        inherited_log: &AccessLog,
     ) -> Result<Location, ConfigError> {
         let pattern = match block.args.as_slice() {
             [path] if path.starts_with('@') => {
@@ -539,6 +592,7 @@ impl Builder<'_> {
             origin: self.origin(block.line),
             proxy_pass: false,
             forwarding: inherited.clone(),
+            access_log: AccessLog::default(),
         };
         let mut own = Own::default();
         let body = block.block.as_deref().unwrap_or_default();
@@ -566,9 +620,11 @@ impl Builder<'_> {
                         ),
                     ));
                 }
+                "access_log" => self.access_log(directive, &mut own)?,
                 _ => self.forwarding_setting(&mut location.forwarding, directive, &mut own)?,
             }
         }
+        location.access_log = own.access_log(inherited_log);
         Ok(location)
     }
 
@@ -629,6 +685,7 @@ impl Builder<'_> {
             .map(String::as_str)
             .unwrap_or_default();
         match directive.name.as_str() {
+            "access_log" => self.access_log(directive, own)?,
             "proxy_connect_allow" => server.connect_ports = self.port_list(directive)?,
             "proxy_http_allow" => server.http_ports = self.port_list(directive)?,
             "allow" | "deny" => {
@@ -773,6 +830,125 @@ impl Builder<'_> {
             "client_header_timeout" => server.client_header_timeout = self.time(directive)?,
             _ => return Err(self.not_allowed(directive)),
         }
+        Ok(())
+    }
+
+    /// Reads every `log_format` of the main context and of `http` blocks before anything else,
+    /// so an `access_log` may name a format wherever it is defined. Misplaced or malformed
+    /// ones are reported by the main pass, with the other directives of their block.
+    fn log_formats(&mut self, tree: &[Directive]) -> Result<(), ConfigError> {
+        let http_bodies = tree
+            .iter()
+            .filter(|d| d.name == "http")
+            .filter_map(|d| d.block.as_deref());
+        let formats = tree
+            .iter()
+            .chain(http_bodies.flatten())
+            .filter(|d| d.name == "log_format" && d.block.is_none() && d.args.len() >= 2);
+        for directive in formats {
+            let name = &directive.args[0];
+            if self.formats.contains_key(name) {
+                return Err(self.error(
+                    directive,
+                    format!("duplicate \"log_format\" name \"{name}\""),
+                ));
+            }
+            let mut strings = &directive.args[1..];
+            let mut escape = Escape::Default;
+            if let Some(value) = strings[0].strip_prefix("escape=") {
+                escape = Escape::parse(value).ok_or_else(|| {
+                    self.error(
+                        directive,
+                        format!("unknown log format escaping \"{value}\""),
+                    )
+                })?;
+                strings = &strings[1..];
+            }
+            if strings.is_empty() {
+                return Err(self.error(
+                    directive,
+                    "invalid number of arguments in \"log_format\" directive",
+                ));
+            }
+            let format = LogFormat::parse(name, escape, &strings.concat())
+                .map_err(|reason| self.error(directive, reason))?;
+            self.formats.insert(name.clone(), Arc::new(format));
+        }
+        Ok(())
+    }
+
+    /// `access_log PATH [FORMAT] [buffer=SIZE] [flush=TIME]` or `access_log off`, at any level.
+    fn access_log(&self, directive: &Directive, own: &mut Own) -> Result<(), ConfigError> {
+        let args = &directive.args;
+        let logs = own.logs.get_or_insert_with(Vec::new);
+        let path = args[0].as_str();
+        if path == "off" {
+            if args.len() > 1 {
+                return Err(self.error(directive, format!("invalid parameter \"{}\"", args[1])));
+            }
+            own.logs_off = true;
+            return Ok(());
+        }
+        let destination = match path {
+            "stderr" => Destination::Stderr,
+            _ if path.starts_with("syslog:") => {
+                return Err(self.error(directive, "logging to syslog is not supported; log to \"stderr\" and let the service manager collect it"));
+            }
+            _ if path.contains('$') => {
+                return Err(self.error(
+                    directive,
+                    "variables in \"access_log\" paths are not supported",
+                ));
+            }
+            _ => Destination::File(self.relative_path(path)),
+        };
+        let mut format = self.formats.get("combined").cloned();
+        for (index, arg) in args.iter().enumerate().skip(1) {
+            let (key, value) = arg.split_once('=').unwrap_or((arg, ""));
+            match key {
+                "buffer" if parse_size(value).is_some_and(|s| s > 0) => {}
+                "flush" if parse_time(value).is_some_and(|t| !t.is_zero()) => {}
+                "gzip" | "if" => {
+                    return Err(self.error(
+                        directive,
+                        format!("the \"{key}\" parameter of \"access_log\" is not supported"),
+                    ));
+                }
+                _ if index == 1 && !arg.contains('=') => {
+                    format = Some(self.formats.get(arg.as_str()).cloned().ok_or_else(|| {
+                        self.error(directive, format!("unknown log format \"{arg}\""))
+                    })?);
+                }
+                _ => return Err(self.error(directive, format!("invalid parameter \"{arg}\""))),
+            }
+        }
+        logs.push(Sink {
+            destination: Arc::new(destination),
+            format: format.expect("combined is predefined"),
+            origin: self.origin(directive.line),
+        });
+        Ok(())
+    }
+
+    /// `status_listen ADDR:PORT`: an address literal and a port, as in `127.0.0.1:9145`.
+    fn status_listen(&mut self, directive: &Directive) -> Result<(), ConfigError> {
+        let text = &directive.args[0];
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            self.error(
+                directive,
+                format!(
+                    "invalid address \"{text}\" in \"status_listen\" directive \
+                     (an IP address and a port, such as 127.0.0.1:9145 or [::1]:9145, is needed)"
+                ),
+            )
+        })?;
+        if self.status_listen.is_some() {
+            return Err(self.error(directive, "\"status_listen\" directive is duplicate"));
+        }
+        self.status_listen = Some(StatusListen {
+            addr,
+            origin: self.origin(directive.line),
+        });
         Ok(())
     }
 

@@ -18,6 +18,7 @@ pub use error::{ConfigError, Origin};
 
 use crate::access::auth::Users;
 use crate::access::{ClientRules, DestinationRules};
+use crate::access_log::AccessLog;
 use crate::request::Limits;
 use crate::template::Template;
 
@@ -46,6 +47,8 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// `shutdown_timeout`: how long open connections may finish after SIGTERM or SIGINT.
     pub shutdown_timeout: Duration,
+    /// `status_listen`: where `/metrics` and `/healthz` are served; off by default.
+    pub status_listen: Option<StatusListen>,
     /// Directives that were accepted but do nothing, worded for the operator (`file:line` included).
     pub warnings: Vec<String>,
 }
@@ -124,6 +127,8 @@ pub struct Server {
     pub max_connections_per_client: Option<usize>,
     /// `large_client_header_buffers`: request head size limits.
     pub limits: Limits,
+    /// `access_log`: for CONNECT, refusals, and locations without their own.
+    pub access_log: AccessLog,
     pub locations: Vec<Location>,
 }
 
@@ -154,6 +159,7 @@ impl Server {
             auth_users: None,
             max_connections_per_client: None,
             limits: Limits::default(),
+            access_log: AccessLog::default(),
             locations: Vec::new(),
         }
     }
@@ -190,6 +196,13 @@ pub struct Listen {
     pub reuseport: bool,
 }
 
+/// `status_listen ADDR:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusListen {
+    pub addr: SocketAddr,
+    pub origin: Origin,
+}
+
 /// `resolver ADDRESS ... [valid=TIME] [ipv4=on|off] [ipv6=on|off]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolverSettings {
@@ -209,6 +222,8 @@ pub struct Location {
     /// `proxy_pass http://$http_host$request_uri;` — forward to the host the request names.
     pub proxy_pass: bool,
     pub forwarding: Forwarding,
+    /// `access_log`: the server's unless the location has its own.
+    pub access_log: AccessLog,
 }
 
 /// Which paths a location matches.

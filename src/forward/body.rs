@@ -46,6 +46,10 @@ pub struct Pipe<'a> {
     /// small response is one write (one packet, one wakeup of the client), or on its own
     /// before the pipe waits for more.
     pub head: Vec<u8>,
+    /// Bytes of `head` written to `to`.
+    pub head_written: u64,
+    /// Bytes of body written to `to`, framing included.
+    pub written: u64,
 }
 
 impl Pipe<'_> {
@@ -131,26 +135,36 @@ impl Pipe<'_> {
     /// Writes the first `n` buffered bytes as body data, then consumes them.
     async fn write_data(&mut self, n: usize, encoding: Encoding) -> Result<(), BodyError> {
         let data = &self.buf.data()[..n];
-        let result = match encoding {
-            Encoding::Identity => {
-                write_parts(self.to, &mut self.head, &[data], self.write_timeout).await
-            }
+        let head = self.head.len() as u64;
+        let (result, len) = match encoding {
+            Encoding::Identity => (
+                write_parts(self.to, &mut self.head, &[data], self.write_timeout).await,
+                n,
+            ),
             Encoding::Chunked => {
                 let size = format!("{n:x}\r\n");
                 let parts = [size.as_bytes(), data, b"\r\n"];
-                write_parts(self.to, &mut self.head, &parts, self.write_timeout).await
+                let len = size.len() + n + 2;
+                let result = write_parts(self.to, &mut self.head, &parts, self.write_timeout).await;
+                (result, len)
             }
         };
         result.map_err(|_| BodyError::Write)?;
+        self.head_written += head;
+        self.written += len as u64;
         self.buf.consume(n);
         Ok(())
     }
 
     /// Writes the pending head, if any, and `parts`.
     async fn write(&mut self, parts: &[&[u8]]) -> Result<(), BodyError> {
+        let head = self.head.len() as u64;
         write_parts(self.to, &mut self.head, parts, self.write_timeout)
             .await
-            .map_err(|_| BodyError::Write)
+            .map_err(|_| BodyError::Write)?;
+        self.head_written += head;
+        self.written += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+        Ok(())
     }
 }
 

@@ -19,7 +19,7 @@ pub use pool::Pool;
 pub use uri::AbsoluteUri;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 
 use tokio::net::TcpStream;
 
@@ -32,7 +32,7 @@ use crate::dial::DialOptions;
 use crate::error::ProxyError;
 use crate::request::Head;
 use crate::stream::{Conn, HeadError, ReadBuf, reset, write_all};
-use crate::upstream;
+use crate::upstream::{self, Timings};
 
 /// The largest response head accepted from an origin.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -57,13 +57,31 @@ pub enum Next {
     },
 }
 
+/// What a forwarded request did, for the access log and the metrics.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The index of the location that served it, in the server's `locations`.
+    pub location: Option<usize>,
+    /// The status of the response head sent to the client (the origin's).
+    pub status: Option<u16>,
+    /// Bytes of response heads (interim ones included) written to the client.
+    pub head_sent: u64,
+    /// Bytes of response body written to the client, as framed on the wire.
+    pub body_sent: u64,
+    /// The origin's address.
+    pub upstream: Option<SocketAddr>,
+    /// Set when a new connection was opened for this request.
+    pub timings: Timings,
+}
+
 /// Forwards one request. `Err` means nothing was sent to the client yet and it gets that
-/// error as its answer.
+/// error as its answer. `report` says what happened either way.
 pub async fn forward(
     client: &mut Conn,
     head: &Head,
     peer: SocketAddr,
     ctx: &ServerContext,
+    report: &mut Report,
 ) -> Result<Next, ProxyError> {
     let config = &ctx.config;
     let uri = AbsoluteUri::parse(&head.target)?;
@@ -72,6 +90,10 @@ pub async fn forward(
         .location_for(path)
         .filter(|l| l.proxy_pass)
         .ok_or(ProxyError::MethodNotAllowed("CONNECT"))?;
+    report.location = config
+        .locations
+        .iter()
+        .position(|l| std::ptr::eq(l, location));
     let framing = framing::request(&head.headers, head.version)?;
     if framing == Framing::Chunked {
         body::precheck_chunked(client.buf.data())
@@ -96,6 +118,7 @@ pub async fn forward(
         request: headers::request_head(&info, framing, upgrade.as_deref(), forwarding),
         destination: uri.target.to_string(),
         peer,
+        tally: Tally::default(),
     };
     // The origin may close a pooled connection just as it is taken. A request without a body
     // is safe to send again; one with a body is not, since part of it may be gone.
@@ -103,18 +126,32 @@ pub async fn forward(
         let Some(stream) = ctx.pool.take(&exchange.destination) else {
             break;
         };
+        report.upstream = stream.peer_addr().ok();
         match exchange.run(client, Conn::new(stream)).await {
             Err(Attempt::Stale) if framing == Framing::Empty => continue,
-            result => return exchange.settle(result),
+            result => return exchange.settle(result, report),
         }
     }
     let options = DialOptions {
         timeout: forwarding.connect_timeout,
         bind: config.connect_bind,
     };
-    let stream = upstream::connect(ctx, &uri.target, None, options).await?;
-    let result = exchange.run(client, Conn::new(stream)).await;
-    exchange.settle(result)
+    report.timings = Timings::default();
+    let connected = upstream::connect(ctx, &uri.target, None, options, &mut report.timings).await;
+    let upstream = connected?;
+    report.upstream = upstream.addr;
+    let result = exchange.run(client, Conn::new(upstream.stream)).await;
+    exchange.settle(result, report)
+}
+
+/// What one exchange wrote to the client, kept in atomics because the request body and the
+/// response are moved by two futures at once.
+#[derive(Default)]
+struct Tally {
+    /// 0 until a final (or 101) response head is chosen.
+    status: AtomicU16,
+    head_sent: AtomicU64,
+    body_sent: AtomicU64,
 }
 
 /// How one attempt on one upstream connection failed.
@@ -144,10 +181,19 @@ struct Exchange<'a> {
     /// `host:port`, the key of the upstream pool.
     destination: String,
     peer: SocketAddr,
+    tally: Tally,
 }
 
 impl Exchange<'_> {
-    fn settle(&self, result: Result<Next, Attempt>) -> Result<Next, ProxyError> {
+    fn settle(
+        &self,
+        result: Result<Next, Attempt>,
+        report: &mut Report,
+    ) -> Result<Next, ProxyError> {
+        let status = self.tally.status.load(Ordering::Relaxed);
+        report.status = (status != 0).then_some(status);
+        report.head_sent = self.tally.head_sent.load(Ordering::Relaxed);
+        report.body_sent = self.tally.body_sent.load(Ordering::Relaxed);
         result.map_err(|attempt| match attempt {
             Attempt::Stale => ProxyError::BadGateway(format!(
                 "{} closed the connection without answering",
@@ -188,6 +234,8 @@ impl Exchange<'_> {
                     read_timeout: self.ctx.config.client_body_timeout,
                     write_timeout: self.forwarding.send_timeout,
                     head: Vec::new(),
+                    head_written: 0,
+                    written: 0,
                 };
                 let encoding = match self.framing {
                     Framing::Chunked => Encoding::Chunked,
@@ -244,6 +292,15 @@ impl Exchange<'_> {
                 })
             }
         }
+    }
+
+    /// Writes a response head to the client, counting it.
+    async fn send_head(&self, client: &TcpStream, head: &[u8]) -> std::io::Result<()> {
+        write_all(client, head, self.ctx.config.send_timeout).await?;
+        self.tally
+            .head_sent
+            .fetch_add(head.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The request body could not be read from the client. The origin never got a complete
@@ -330,7 +387,8 @@ impl Exchange<'_> {
                         self.forwarding.via,
                     );
                     answered.store(true, Ordering::Relaxed);
-                    return Ok(match write_all(client, &head, send_timeout).await {
+                    self.tally.status.store(101, Ordering::Relaxed);
+                    return Ok(match self.send_head(client, &head).await {
                         Ok(()) => Relayed::Upgraded,
                         Err(_) => Relayed::Aborted,
                     });
@@ -346,7 +404,7 @@ impl Exchange<'_> {
                             self.forwarding.via,
                         );
                         answered.store(true, Ordering::Relaxed);
-                        if write_all(client, &head, send_timeout).await.is_err() {
+                        if self.send_head(client, &head).await.is_err() {
                             return Ok(Relayed::Aborted);
                         }
                     }
@@ -385,6 +443,7 @@ impl Exchange<'_> {
             self.forwarding.via,
         );
         answered.store(true, Ordering::Relaxed);
+        self.tally.status.store(response.status, Ordering::Relaxed);
         let mut pipe = Pipe {
             from: upstream,
             buf: up_buf,
@@ -392,8 +451,16 @@ impl Exchange<'_> {
             read_timeout,
             write_timeout: send_timeout,
             head,
+            head_written: 0,
+            written: 0,
         };
         let moved = pipe.copy(framing, encoding).await;
+        self.tally
+            .head_sent
+            .fetch_add(pipe.head_written, Ordering::Relaxed);
+        self.tally
+            .body_sent
+            .fetch_add(pipe.written, Ordering::Relaxed);
         log::debug!(
             "{} \"{} {}\" {}: {}",
             self.peer,

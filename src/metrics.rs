@@ -1,0 +1,506 @@
+//! Process-wide counters, and their Prometheus text exposition (format 0.0.4).
+//!
+//! One static [`Metrics`] of atomics, updated with `Relaxed` ordering: counters need no
+//! ordering with anything else, and a scrape that sees one counter a moment ahead of another
+//! is harmless. Nothing is counted per byte: byte totals are added once per request, and once
+//! per tunnel when it ends.
+
+use std::fmt::Write;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::error::ProxyError;
+
+/// Every counter and gauge sluice exposes.
+#[derive(Default)]
+pub struct Metrics {
+    connections_open: Gauge,
+    connections_total: Counter,
+    tunnels_open: Gauge,
+    tunnels_total: Counter,
+    /// Requests by status class, 1xx to 5xx.
+    requests: [Counter; 5],
+    /// `[tunnel, forward] × [up, down]`.
+    bytes: [[Counter; 2]; 2],
+    dns_lookups: Counter,
+    dns_cache_hits: Counter,
+    dns_failures: [Counter; DnsFailure::ALL.len()],
+    dns_seconds: Histogram,
+    connect_failures: [Counter; ConnectFailure::ALL.len()],
+    refused: [Counter; Refusal::ALL.len()],
+    access_log_dropped: Counter,
+}
+
+static METRICS: Metrics = Metrics::new();
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+/// What a byte count belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A CONNECT tunnel, or a connection upgraded (WebSocket) after a forwarded request.
+    Tunnel,
+    /// A forwarded plain-HTTP request.
+    Forward,
+}
+
+/// Why a DNS query failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsFailure {
+    NxDomain,
+    Timeout,
+    Error,
+}
+
+impl DnsFailure {
+    const ALL: [DnsFailure; 3] = [DnsFailure::NxDomain, DnsFailure::Timeout, DnsFailure::Error];
+
+    fn label(self) -> &'static str {
+        match self {
+            DnsFailure::NxDomain => "nxdomain",
+            DnsFailure::Timeout => "timeout",
+            DnsFailure::Error => "error",
+        }
+    }
+}
+
+/// Why connecting to an upstream failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    Refused,
+    Timeout,
+    Unreachable,
+    /// Every address was refused by a destination rule.
+    Denied,
+}
+
+impl ConnectFailure {
+    const ALL: [ConnectFailure; 4] = [
+        ConnectFailure::Refused,
+        ConnectFailure::Timeout,
+        ConnectFailure::Unreachable,
+        ConnectFailure::Denied,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ConnectFailure::Refused => "refused",
+            ConnectFailure::Timeout => "timeout",
+            ConnectFailure::Unreachable => "unreachable",
+            ConnectFailure::Denied => "denied",
+        }
+    }
+
+    /// The cause of a failed [`crate::upstream::connect`], if it is a connect failure at all.
+    pub fn of(error: &ProxyError) -> Option<ConnectFailure> {
+        Some(match error {
+            ProxyError::ConnectTimeout { .. } => ConnectFailure::Timeout,
+            ProxyError::ConnectFailed { error, .. }
+                if error.kind() == io::ErrorKind::ConnectionRefused =>
+            {
+                ConnectFailure::Refused
+            }
+            ProxyError::ConnectFailed { .. } => ConnectFailure::Unreachable,
+            ProxyError::DestinationDenied(_) => ConnectFailure::Denied,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a client was refused by policy or a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_connections`, `max_connections_per_client` (503).
+    Limit,
+    /// `allow` / `deny` (403).
+    Acl,
+    /// `auth_basic` (407).
+    Auth,
+    /// A destination rule or the built-in ones (403).
+    Destination,
+    /// `proxy_connect_allow` / `proxy_http_allow` (403).
+    Port,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 5] = [
+        Refusal::Limit,
+        Refusal::Acl,
+        Refusal::Auth,
+        Refusal::Destination,
+        Refusal::Port,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::Limit => "limit",
+            Refusal::Acl => "acl",
+            Refusal::Auth => "auth",
+            Refusal::Destination => "destination",
+            Refusal::Port => "port",
+        }
+    }
+
+    /// The policy an error answer enforces, if it is a refusal at all.
+    pub fn of(error: &ProxyError) -> Option<Refusal> {
+        Some(match error {
+            ProxyError::Overloaded(_) => Refusal::Limit,
+            ProxyError::ClientDenied => Refusal::Acl,
+            ProxyError::AuthRequired { .. } => Refusal::Auth,
+            ProxyError::DestinationDenied(_) => Refusal::Destination,
+            ProxyError::PortNotAllowed(_) | ProxyError::ForwardPortNotAllowed(_) => Refusal::Port,
+            _ => return None,
+        })
+    }
+}
+
+/// Holds a place in a gauge until dropped.
+pub struct Open(&'static Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Metrics {
+    const fn new() -> Metrics {
+        Metrics {
+            connections_open: Gauge::new(),
+            connections_total: Counter::new(),
+            tunnels_open: Gauge::new(),
+            tunnels_total: Counter::new(),
+            requests: [const { Counter::new() }; 5],
+            bytes: [const { [const { Counter::new() }; 2] }; 2],
+            dns_lookups: Counter::new(),
+            dns_cache_hits: Counter::new(),
+            dns_failures: [const { Counter::new() }; DnsFailure::ALL.len()],
+            dns_seconds: Histogram::new(),
+            connect_failures: [const { Counter::new() }; ConnectFailure::ALL.len()],
+            refused: [const { Counter::new() }; Refusal::ALL.len()],
+            access_log_dropped: Counter::new(),
+        }
+    }
+
+    /// A client connection was accepted; it counts as open until the result is dropped.
+    pub fn connection(&'static self) -> Open {
+        self.connections_total.add(1);
+        self.connections_open.0.fetch_add(1, Relaxed);
+        Open(&self.connections_open)
+    }
+
+    /// A tunnel started; it counts as open until the result is dropped.
+    pub fn tunnel(&'static self) -> Open {
+        self.tunnels_total.add(1);
+        self.tunnels_open.0.fetch_add(1, Relaxed);
+        Open(&self.tunnels_open)
+    }
+
+    /// A request ended with `status`; `up` bytes came from the client, `down` went to it.
+    /// Error answers count by status but not in the byte totals.
+    pub fn request(&self, status: u16, mode: Option<Mode>, up: u64, down: u64) {
+        if let Some(class) = (status / 100).checked_sub(1).filter(|&c| c < 5) {
+            self.requests[usize::from(class)].add(1);
+        }
+        if let Some(mode) = mode {
+            let bytes = &self.bytes[mode as usize];
+            bytes[0].add(up);
+            bytes[1].add(down);
+        }
+    }
+
+    /// A DNS query (a cache miss) finished after `took`, failing for `failure` if it did.
+    pub fn dns_lookup(&self, took: Duration, failure: Option<DnsFailure>) {
+        self.dns_lookups.add(1);
+        self.dns_seconds.observe(took);
+        if let Some(failure) = failure {
+            self.dns_failures[failure as usize].add(1);
+        }
+    }
+
+    /// A lookup was answered without a query: from the cache, or by joining one in progress.
+    pub fn dns_cache_hit(&self) {
+        self.dns_cache_hits.add(1);
+    }
+
+    pub fn connect_failed(&self, cause: ConnectFailure) {
+        self.connect_failures[cause as usize].add(1);
+    }
+
+    pub fn refused(&self, reason: Refusal) {
+        self.refused[reason as usize].add(1);
+    }
+
+    pub fn access_log_dropped(&self) {
+        self.access_log_dropped.add(1);
+    }
+
+    /// Access log lines dropped so far.
+    pub fn access_log_dropped_total(&self) -> u64 {
+        self.access_log_dropped.get()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let out = &mut out;
+        header(
+            out,
+            "sluice_build_info",
+            "gauge",
+            "The running version: always 1.",
+        );
+        let _ = writeln!(
+            out,
+            "sluice_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        let simple: [(&str, &str, &str, u64); 7] = [
+            (
+                "sluice_connections_open",
+                "gauge",
+                "Client connections open now.",
+                self.connections_open.get(),
+            ),
+            (
+                "sluice_connections_accepted_total",
+                "counter",
+                "Client connections accepted (those refused at accept by a limit are not counted).",
+                self.connections_total.get(),
+            ),
+            (
+                "sluice_tunnels_open",
+                "gauge",
+                "Tunnels open now (CONNECT and upgraded connections).",
+                self.tunnels_open.get(),
+            ),
+            (
+                "sluice_tunnels_total",
+                "counter",
+                "Tunnels opened (CONNECT and upgraded connections).",
+                self.tunnels_total.get(),
+            ),
+            (
+                "sluice_dns_lookups_total",
+                "counter",
+                "DNS queries sent (cache misses), one per address family.",
+                self.dns_lookups.get(),
+            ),
+            (
+                "sluice_dns_cache_hits_total",
+                "counter",
+                "Lookups answered without a query: from the cache or by a query in progress.",
+                self.dns_cache_hits.get(),
+            ),
+            (
+                "sluice_access_log_dropped_total",
+                "counter",
+                "Access log lines dropped because the writer fell behind.",
+                self.access_log_dropped.get(),
+            ),
+        ];
+        for (name, kind, help, value) in simple {
+            header(out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        labelled(
+            out,
+            "sluice_http_requests_total",
+            "Requests answered, by status class; a tunnel counts when it ends.",
+            ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                .iter()
+                .zip(&self.requests)
+                .map(|(class, c)| (format!("class=\"{class}\""), c.get())),
+        );
+        let mut bytes = Vec::new();
+        for (mode, counters) in ["tunnel", "forward"].iter().zip(&self.bytes) {
+            for (direction, c) in ["up", "down"].iter().zip(counters) {
+                bytes.push((
+                    format!("mode=\"{mode}\",direction=\"{direction}\""),
+                    c.get(),
+                ));
+            }
+        }
+        labelled(
+            out,
+            "sluice_bytes_total",
+            "Bytes from clients (up) and to clients (down), heads included; a tunnel counts when it ends.",
+            bytes,
+        );
+        labelled(
+            out,
+            "sluice_dns_failures_total",
+            "DNS queries that failed, by kind.",
+            DnsFailure::ALL.iter().map(|f| {
+                (
+                    format!("kind=\"{}\"", f.label()),
+                    self.dns_failures[*f as usize].get(),
+                )
+            }),
+        );
+        labelled(
+            out,
+            "sluice_upstream_connect_failures_total",
+            "Upstream connections that could not be made, by cause.",
+            ConnectFailure::ALL.iter().map(|f| {
+                (
+                    format!("cause=\"{}\"", f.label()),
+                    self.connect_failures[*f as usize].get(),
+                )
+            }),
+        );
+        labelled(
+            out,
+            "sluice_refused_total",
+            "Requests and connections refused by policy or a limit, by reason.",
+            Refusal::ALL.iter().map(|r| {
+                (
+                    format!("reason=\"{}\"", r.label()),
+                    self.refused[*r as usize].get(),
+                )
+            }),
+        );
+        self.dns_seconds.render(
+            out,
+            "sluice_dns_lookup_seconds",
+            "How long DNS queries took.",
+        );
+        std::mem::take(out)
+    }
+}
+
+/// The `# HELP` and `# TYPE` lines of a metric family.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+}
+
+/// A counter family with one label set per line.
+fn labelled(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (String, u64)>,
+) {
+    header(out, name, "counter", help);
+    for (labels, value) in series {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+#[derive(Default)]
+struct Counter(AtomicU64);
+
+impl Counter {
+    const fn new() -> Counter {
+        Counter(AtomicU64::new(0))
+    }
+
+    fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+#[derive(Default)]
+struct Gauge(AtomicU64);
+
+impl Gauge {
+    const fn new() -> Gauge {
+        Gauge(AtomicU64::new(0))
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Upper bounds of the DNS latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A latency histogram: per-bucket counts (made cumulative when rendered, so `+Inf` always
+/// equals `_count`) and the sum in microseconds.
+#[derive(Default)]
+struct Histogram {
+    /// One per bound in [`BUCKETS`], then `+Inf`.
+    counts: [Counter; BUCKETS.len() + 1],
+    sum_micros: Counter,
+}
+
+impl Histogram {
+    const fn new() -> Histogram {
+        Histogram {
+            counts: [const { Counter::new() }; BUCKETS.len() + 1],
+            sum_micros: Counter::new(),
+        }
+    }
+
+    fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(BUCKETS.len());
+        self.counts[bucket].add(1);
+        self.sum_micros
+            .add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        header(out, name, "histogram", help);
+        let mut cumulative = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count.get();
+            let le = BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.sum_micros.get() as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_at_the_count() {
+        let h = Histogram::new();
+        for ms in [0, 2, 2, 40, 7000] {
+            h.observe(Duration::from_millis(ms));
+        }
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.001\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.0025\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.05\"} 4\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"5\"} 4\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 5\n"), "{out}");
+        assert!(out.contains("x_sum 7.044\n"), "{out}");
+        assert!(out.ends_with("x_count 5\n"), "{out}");
+    }
+
+    #[test]
+    fn status_classes() {
+        let m = Metrics::new();
+        m.request(204, Some(Mode::Forward), 10, 20);
+        m.request(407, None, 5, 5);
+        m.request(99, None, 0, 0);
+        assert_eq!(m.requests[1].get(), 1);
+        assert_eq!(m.requests[3].get(), 1);
+        assert_eq!(m.bytes[Mode::Forward as usize][0].get(), 10);
+        assert_eq!(m.bytes[Mode::Forward as usize][1].get(), 20);
+        assert_eq!(m.bytes[Mode::Tunnel as usize][1].get(), 0);
+    }
+}
