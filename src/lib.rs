@@ -19,7 +19,8 @@
 //! - [`resolve`] turns a host name into addresses (hickory-resolver, `resolver` directive).
 //! - [`dial`] connects upstream: several addresses, a timeout, a source address.
 //! - [`upstream`] is the one path to an origin: [`resolve`] then [`dial`].
-//! - [`tunnel`] moves bytes both ways, passing half-closes on, until both directions are done.
+//! - [`tunnel`] moves bytes both ways, passing half-closes on, until both directions are done;
+//!   on Linux through [`splice`] pipes.
 //! - [`forward`] forwards plain-HTTP requests: header hygiene, strict framing, streamed bodies,
 //!   an idle upstream pool; [`stream`] is the buffered socket it and [`request`] read from.
 //! - [`access`] decides who may use the proxy and where it may go (allow/deny, proxy
@@ -40,6 +41,8 @@ pub mod metrics;
 pub mod request;
 pub mod resolve;
 pub mod server;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod status;
 pub mod stream;
 pub mod target;

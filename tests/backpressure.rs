@@ -4,7 +4,8 @@
 //! reading, lets the sending side push as fast as it can, and waits until the sender is
 //! stalled (its byte count stops moving). Then: the sender is stalled well before the end of
 //! its data; sluice's resident memory grew by at most a few buffers per connection (a tunnel
-//! moves bytes through one 32 KiB buffer each way); and when the reader resumes, every byte
+//! moves bytes through a kernel pipe on Linux, else one 32 KiB buffer each way); and when the
+//! reader resumes, every byte
 //! arrives intact.
 
 mod common;
@@ -123,11 +124,14 @@ fn check_memory(proxy: &Proxy, before: u64, what: &str) {
     );
 }
 
+/// Each sender stopped before the end of its data. How far it got depends on the kernel's
+/// socket buffers between it and the reader (receive buffers autotune up to `tcp_rmem`'s
+/// maximum, 32 MiB on some machines), not on sluice: its own share is the memory check.
 fn check_stalled(totals: &[u64], what: &str) {
     eprintln!("{what}: senders stalled after {totals:?} bytes of {TOTAL}");
     for &n in totals {
         assert!(
-            n < TOTAL as u64 / 2,
+            n < TOTAL as u64,
             "{what}: a sender pushed {n} of {TOTAL} bytes to a reader that reads nothing"
         );
     }
