@@ -49,12 +49,47 @@ pub async fn dial(
         })
         .collect();
     let order = interleave(&usable);
+    let outcome = match order.as_slice() {
+        // The common case: one address, nothing to race, no task to spawn.
+        [only] => tokio::time::timeout_at(deadline, connect_one(*only, options.bind))
+            .await
+            .map_err(|_elapsed| None)
+            .and_then(|connected| connected.map_err(Some)),
+        _ => race(&order, options.bind, started, deadline, shown).await,
+    };
+    match outcome {
+        Ok(stream) => Ok(stream),
+        // Out of time.
+        Err(None) if !order.is_empty() => Err(ProxyError::ConnectTimeout {
+            target: shown.to_string(),
+        }),
+        Err(last_error) => Err(ProxyError::ConnectFailed {
+            target: shown.to_string(),
+            error: last_error.unwrap_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::AddrNotAvailable,
+                    "no address of the family of proxy_connect_bind",
+                )
+            }),
+        }),
+    }
+}
+
+/// Happy Eyeballs over `order`: the first connection wins. `Err(None)` is running out of
+/// time; `Err(Some(error))` is every attempt failing, with the last error.
+async fn race(
+    order: &[SocketAddr],
+    bind: Option<IpAddr>,
+    started: Instant,
+    deadline: Instant,
+    shown: &str,
+) -> Result<TcpStream, Option<io::Error>> {
     let mut schedule = Schedule::new(order.len(), started);
     let mut attempts = JoinSet::new();
     let mut last_error = None;
     loop {
         if attempts.is_empty() && schedule.exhausted() {
-            break;
+            return Err(last_error);
         }
         tokio::select! {
             // An attempt that finished is looked at before another one starts.
@@ -75,28 +110,12 @@ pub async fn dial(
                 }
             }
             () = sleep_until(schedule.next_at()), if !schedule.exhausted() => {
-                let index = schedule.start(Instant::now());
-                let addr = order[index];
-                let bind = options.bind;
+                let addr = order[schedule.start(Instant::now())];
                 attempts.spawn(async move { (addr, connect_one(addr, bind).await) });
             }
-            () = sleep_until(deadline) => {
-                return Err(ProxyError::ConnectTimeout {
-                    target: shown.to_string(),
-                });
-            }
+            () = sleep_until(deadline) => return Err(None),
         }
     }
-    let error = last_error.unwrap_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::AddrNotAvailable,
-            "no address of the family of proxy_connect_bind",
-        )
-    });
-    Err(ProxyError::ConnectFailed {
-        target: shown.to_string(),
-        error,
-    })
 }
 
 /// The order to try `addrs` in (RFC 8305 section 4): alternating between families, starting

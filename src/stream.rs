@@ -14,8 +14,11 @@ use tokio::time::Instant;
 /// Bytes read from a socket and not yet consumed.
 #[derive(Debug, Default)]
 pub struct ReadBuf {
+    /// Storage, all of it initialised: zeroed once when it grows, not on every read.
     bytes: Vec<u8>,
+    /// `bytes[start..end]` is unconsumed.
     start: usize,
+    end: usize,
     /// Bytes consumed over the buffer's life, for the access log's byte counts.
     consumed: u64,
 }
@@ -26,6 +29,7 @@ const READ_CHUNK: usize = 16 * 1024;
 impl ReadBuf {
     pub fn with_bytes(bytes: Vec<u8>) -> ReadBuf {
         ReadBuf {
+            end: bytes.len(),
             bytes,
             start: 0,
             consumed: 0,
@@ -34,11 +38,11 @@ impl ReadBuf {
 
     /// The unconsumed bytes.
     pub fn data(&self) -> &[u8] {
-        &self.bytes[self.start..]
+        &self.bytes[self.start..self.end]
     }
 
     pub fn len(&self) -> usize {
-        self.bytes.len() - self.start
+        self.end - self.start
     }
 
     pub fn is_empty(&self) -> bool {
@@ -47,12 +51,12 @@ impl ReadBuf {
 
     /// Marks `n` bytes as used.
     pub fn consume(&mut self, n: usize) {
+        debug_assert!(n <= self.len());
         self.start += n;
         self.consumed += n as u64;
-        debug_assert!(self.start <= self.bytes.len());
-        if self.start == self.bytes.len() {
-            self.bytes.clear();
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
         }
     }
 
@@ -64,8 +68,10 @@ impl ReadBuf {
     /// Takes every unconsumed byte out.
     pub fn take(&mut self) -> Vec<u8> {
         let mut bytes = std::mem::take(&mut self.bytes);
+        bytes.truncate(self.end);
         bytes.drain(..self.start);
         self.start = 0;
+        self.end = 0;
         bytes
     }
 
@@ -77,19 +83,22 @@ impl ReadBuf {
         max: usize,
         timeout: Duration,
     ) -> io::Result<usize> {
-        if self.start > 0 && self.start * 2 >= self.bytes.len() {
+        if self.start > 0 && self.start * 2 >= self.end {
             // Move the tail to the front rather than grow.
-            self.bytes.drain(..self.start);
+            self.bytes.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
         let want = max.min(READ_CHUNK);
-        let filled = self.bytes.len();
-        self.bytes.resize(filled + want, 0);
-        let result = read(stream, &mut self.bytes[filled..], timeout).await;
-        let n = *result.as_ref().unwrap_or(&0);
-        self.bytes.truncate(filled + n);
+        if self.bytes.len() < self.end + want {
+            self.bytes.resize(self.end + want, 0);
+        }
+        let room = &mut self.bytes[self.end..self.end + want];
+        let result = read(stream, room, timeout).await;
+        self.end += *result.as_ref().unwrap_or(&0);
         result
     }
+
     /// Reads from `stream` until the buffer holds a complete head (up to `\r\n\r\n`) and
     /// returns its length. Waits up to `idle` for a first byte, then allows `timeout` for the
     /// whole head.
