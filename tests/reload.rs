@@ -206,3 +206,70 @@ async fn sighup_then_sigterm_still_drains_and_exits() {
     let status = proxy.wait_exit(Duration::from_secs(5)).await;
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
+
+/// GET `path` on `addr`; the status line, or `None` if nothing listens there.
+async fn status_line(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let head = read_head(&mut stream).await;
+    head.lines().next().map(str::to_string)
+}
+
+#[tokio::test]
+async fn a_reload_moves_the_status_listener_and_the_access_log() {
+    let echo = echo_server().await;
+    let dir = TempDir::new();
+    let first_log = dir.0.join("first.log");
+    let second_log = dir.0.join("second.log");
+    let (first_status, second_status) = (free_port(), free_port());
+    let config = |status: u16, log: &std::path::Path| {
+        format!(
+            "status_listen 127.0.0.1:{status};\n{}",
+            open_config(&format!("    access_log {};", log.display()))
+        )
+    };
+    let proxy = Proxy::start(&config(first_status, &first_log));
+    let first = SocketAddr::from(([127, 0, 0, 1], first_status));
+    let second = SocketAddr::from(([127, 0, 0, 1], second_status));
+    assert_eq!(
+        status_line(first, "/healthz").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+
+    std::fs::write(proxy.config_path(), config(second_status, &second_log)).unwrap();
+    assert!(sighup(&proxy).await.contains("reloaded "));
+    assert_eq!(
+        status_line(second, "/healthz").await.as_deref(),
+        Some("HTTP/1.1 200 OK")
+    );
+    assert_eq!(
+        status_line(first, "/healthz").await,
+        None,
+        "{first} still serves"
+    );
+    // The status port is one of the proxy's own addresses: never a tunnel destination.
+    assert_eq!(
+        connect_status(proxy.addr(), &second.to_string()).await,
+        "HTTP/1.1 403 Forbidden"
+    );
+
+    let mut stream = tunnel(proxy.addr(), &echo.to_string()).await;
+    assert_echoes(&mut stream, b"logged").await;
+    drop(stream);
+    let wanted = format!("CONNECT {echo} HTTP/1.1\" 200");
+    for _ in 0..250 {
+        let second_lines = std::fs::read_to_string(&second_log).unwrap_or_default();
+        if second_lines.lines().any(|l| l.contains(&wanted)) {
+            let first_lines = std::fs::read_to_string(&first_log).unwrap_or_default();
+            assert!(!first_lines.contains(&wanted), "{first_lines}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "no tunnel line in {}: {:?}",
+        second_log.display(),
+        std::fs::read_to_string(&second_log)
+    );
+}
