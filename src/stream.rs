@@ -65,8 +65,11 @@ impl ReadBuf {
         self.consumed
     }
 
-    /// Takes every unconsumed byte out.
+    /// Takes every unconsumed byte out. With none, no storage goes along.
     pub fn take(&mut self) -> Vec<u8> {
+        if self.is_empty() {
+            return Vec::new();
+        }
         let mut bytes = std::mem::take(&mut self.bytes);
         bytes.truncate(self.end);
         bytes.drain(..self.start);

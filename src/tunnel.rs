@@ -117,7 +117,10 @@ impl Direction {
         let mut direction = Direction::default();
         direction.filled = bytes.len();
         direction.bytes = bytes.len() as u64;
-        direction.buf = bytes;
+        if !bytes.is_empty() {
+            // Else its storage (the head reader's) would stay for the tunnel's life.
+            direction.buf = bytes;
+        }
         direction.splice = cfg!(target_os = "linux");
         direction
     }

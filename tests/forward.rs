@@ -5,6 +5,8 @@
 mod common;
 
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -713,4 +715,56 @@ async fn a_head_and_each_piece_of_a_slow_body_are_passed_on_as_they_arrive() {
             .unwrap();
         assert_eq!(got, piece);
     }
+}
+
+/// A request whose body is empty but framed (`Content-Length: 0`) is complete once its head is
+/// sent: an origin that answers at once must not make sluice close a keep-alive session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_with_an_empty_body_keeps_the_connection() {
+    const CLIENTS: usize = 16;
+    const REQUESTS: usize = 300;
+    let proxy = Proxy::start(&open_config(
+        "    location / { proxy_pass http://$http_host$request_uri; }",
+    ));
+    // Answers every head at once, without waiting for anything else.
+    let origin = serve("127.0.0.1:0", |mut stream| async move {
+        while read_request_head(&mut stream).await.is_some() {
+            if stream.write_all(&ok(b"hi")).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let closed = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (proxy, closed) = (proxy.addr(), closed.clone());
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(proxy).await.unwrap();
+                let mut buf = Vec::new();
+                let request = format!(
+                    "POST http://{origin}/ HTTP/1.1\r\nHost: {origin}\r\nContent-Length: 0\r\n\r\n"
+                );
+                for i in 0..REQUESTS {
+                    stream.write_all(request.as_bytes()).await.unwrap();
+                    let (status, head, _) = read_response(&mut stream, &mut buf, false)
+                        .await
+                        .unwrap_or_else(|| panic!("request {i}: no complete response"));
+                    assert_eq!(status, 200);
+                    if head.to_ascii_lowercase().contains("connection: close") {
+                        closed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(
+        closed.load(Ordering::Relaxed),
+        0,
+        "sessions closed after a POST with Content-Length: 0"
+    );
 }

@@ -787,6 +787,14 @@ async fn http_client(setup: &Setup, rng: &mut Rng) {
         if !connection.is_empty() {
             break;
         }
+        // A keep-alive session the client did not end must stay open.
+        if header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+            stats.problem(
+                &stats.unexpected,
+                format!("request {i} to {authority}: Connection: close nobody asked for"),
+            );
+            return;
+        }
     }
     Stats::add(&stats.http_sessions, 1);
 }

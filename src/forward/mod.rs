@@ -215,7 +215,10 @@ impl Exchange<'_> {
         {
             return Err(Attempt::Stale);
         }
-        let body_done = AtomicBool::new(self.framing == Framing::Empty);
+        // A body of no bytes (`Content-Length: 0`) is done once the head is sent: the origin
+        // may answer before `send` is first polled, and the relay must not take the request
+        // for unfinished then (it would close a keep-alive client connection).
+        let body_done = AtomicBool::new(no_body_bytes(self.framing));
         let answered = AtomicBool::new(false);
         let relayed = {
             let Conn {
@@ -251,7 +254,10 @@ impl Exchange<'_> {
             tokio::pin!(send, relay);
             let mut sending = true;
             loop {
+                // `send` first: whatever it can finish without waiting is recorded in
+                // `body_done` before the relay reads it.
                 tokio::select! {
+                    biased;
                     sent = &mut send, if sending => {
                         sending = false;
                         match sent {
@@ -486,6 +492,11 @@ impl Exchange<'_> {
             reusable,
         })
     }
+}
+
+/// A request that sends no body bytes after its head: none at all, or `Content-Length: 0`.
+fn no_body_bytes(framing: Framing) -> bool {
+    matches!(framing, Framing::Empty | Framing::Length(0))
 }
 
 /// HTTP/1.1 keeps the connection unless the client says `close`; HTTP/1.0 closes it.
