@@ -11,13 +11,15 @@
 //!                        └───────────────── keep-alive: next request ◀──────────┘
 //! ```
 //!
-//! - [`server`] binds the listeners of every `server { }` block and accepts connections.
+//! - [`server`] binds the listeners of every `server { }` block, accepts connections, and on
+//!   `SIGHUP` reloads a new configuration into the listeners without touching open ones.
 //! - [`connection`] drives one client connection from its first byte to its close, and is the
 //!   one place that turns a failure into an HTTP status.
 //! - [`request`] reads and validates the request head (size limits, timeouts, strict syntax).
 //! - [`target`] parses the CONNECT authority (`host:port`, `[v6]:port`).
 //! - [`resolve`] turns a host name into addresses (hickory-resolver, `resolver` directive).
-//! - [`dial`] connects upstream: several addresses, a timeout, a source address.
+//! - [`dial`] connects upstream: several addresses raced as RFC 8305 says, one timeout, an
+//!   optional source address.
 //! - [`upstream`] is the one path to an origin: [`resolve`] then [`dial`].
 //! - [`tunnel`] moves bytes both ways, passing half-closes on, until both directions are done;
 //!   on Linux through [`splice`] pipes.
