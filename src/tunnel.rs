@@ -60,8 +60,19 @@ pub struct Early {
 
 /// Runs the tunnel until it ends.
 pub async fn run(client: TcpStream, upstream: TcpStream, early: Early, idle: Duration) -> Outcome {
-    let mut up = Direction::with_pending(early.up);
-    let mut down = Direction::with_pending(early.down);
+    relay(client, upstream, early, idle, cfg!(target_os = "linux")).await
+}
+
+/// [`run`], with or without `splice(2)`.
+async fn relay(
+    client: TcpStream,
+    upstream: TcpStream,
+    early: Early,
+    idle: Duration,
+    splice: bool,
+) -> Outcome {
+    let mut up = Direction::with_pending(early.up, splice);
+    let mut down = Direction::with_pending(early.down, splice);
     let mut idle_timer = IdleTimer::new(idle);
     let end = poll_fn(|cx| {
         let mut moved = false;
@@ -113,7 +124,7 @@ struct Direction {
 }
 
 impl Direction {
-    fn with_pending(bytes: Vec<u8>) -> Direction {
+    fn with_pending(bytes: Vec<u8>, splice: bool) -> Direction {
         let mut direction = Direction::default();
         direction.filled = bytes.len();
         direction.bytes = bytes.len() as u64;
@@ -121,7 +132,7 @@ impl Direction {
             // Else its storage (the head reader's) would stay for the tunnel's life.
             direction.buf = bytes;
         }
-        direction.splice = cfg!(target_os = "linux");
+        direction.splice = splice;
         direction
     }
 
@@ -345,6 +356,73 @@ impl IdleTimer {
                 return Poll::Ready(());
             }
             self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Two connected sockets: (the end kept by the test, the end given to the tunnel).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let outer = TcpStream::connect(listener.local_addr().unwrap());
+        let (outer, accepted) = tokio::join!(outer, listener.accept());
+        (outer.unwrap(), accepted.unwrap().0)
+    }
+
+    /// Writes `bytes` then half-closes, while reading everything the other side sends.
+    async fn exchange(stream: &mut TcpStream, bytes: &[u8]) -> Vec<u8> {
+        let (mut read, mut write) = stream.split();
+        let sending = async {
+            write.write_all(bytes).await.unwrap();
+            write.shutdown().await.unwrap();
+        };
+        let mut got = Vec::new();
+        let (_, received) = tokio::join!(sending, read.read_to_end(&mut got));
+        received.unwrap();
+        got
+    }
+
+    /// Early bytes first, then a megabyte each way, then a half-close each way: with splice
+    /// and with the buffer copy that replaces it where splice is not available.
+    #[tokio::test]
+    async fn both_ways_byte_exact_with_and_without_splice() {
+        for splice in [true, false] {
+            let (mut client, client_end) = pair().await;
+            let (mut origin, origin_end) = pair().await;
+            let early = Early {
+                up: b"early ".to_vec(),
+                down: Vec::new(),
+            };
+            let tunnel = tokio::spawn(relay(
+                client_end,
+                origin_end,
+                early,
+                Duration::from_secs(10),
+                splice && cfg!(target_os = "linux"),
+            ));
+            let up: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+            let down: Vec<u8> = (0..1 << 20).map(|i| (i % 241) as u8).collect();
+            let (sent_up, sent_down) = (up.clone(), down.clone());
+            let client_side = tokio::spawn(async move { exchange(&mut client, &sent_up).await });
+            let origin_side = tokio::spawn(async move { exchange(&mut origin, &sent_down).await });
+            let at_origin = origin_side.await.unwrap();
+            assert_eq!(&at_origin[..6], b"early ", "splice {splice}");
+            assert!(
+                at_origin[6..] == up[..],
+                "splice {splice}: upstream bytes differ"
+            );
+            assert!(
+                client_side.await.unwrap() == down,
+                "splice {splice}: downstream bytes differ"
+            );
+            let outcome = tunnel.await.unwrap();
+            assert!(matches!(outcome.end, End::Closed), "{:?}", outcome.end);
+            assert_eq!((outcome.up, outcome.down), (6 + (1 << 20), 1 << 20));
         }
     }
 }
