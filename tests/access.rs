@@ -55,27 +55,6 @@ sue:{SSHA}gVK8WC9YyFT1gMsQHTGCgT3sSv5zYWx0
 pat:{PLAIN}secret
 ";
 
-fn basic(user: &str, password: &str) -> String {
-    // A tiny base64 encoder for test headers (RFC 4648 alphabet).
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}").into_bytes();
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    format!("Basic {out}")
-}
-
 fn auth_proxy() -> (Proxy, TempDir) {
     let dir = TempDir::new();
     let users = dir.0.join("users");

@@ -188,26 +188,6 @@ async fn forwarded_requests_get_one_line_each_in_the_combined_format() {
 /// "secret" for pat, in htpasswd's plain-text form.
 const USERS: &str = "pat:{PLAIN}secret\n";
 
-fn basic(user: &str, password: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}").into_bytes();
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    format!("Basic {out}")
-}
-
 #[tokio::test]
 async fn refusals_are_logged_with_their_status_bytes_and_user() {
     let echo = echo_server().await;

@@ -215,26 +215,11 @@ async fn the_embedded_default_is_a_safe_loopback_proxy() {
 
 #[tokio::test]
 async fn the_pasted_nginx_block_loads_and_serves_as_is() {
-    // The block from a real nginx + proxy_connect deployment, verbatim.
-    let seed = "\
-server {
-    listen 10101 default_server;
-    resolver 8.8.8.8;
-    resolver_timeout 3s;
-    proxy_connect;
-    root /data/www;
-    index index.html;
-    location / {
-        proxy_pass http://$http_host$request_uri;
-        proxy_set_header Host $http_host;
-    }
-}
-";
     if std::net::TcpListener::bind("0.0.0.0:10101").is_err() {
         eprintln!("skipped: port 10101 is in use");
         return;
     }
-    let proxy = Proxy::start(seed);
+    let proxy = Proxy::start(NGINX_SEED_BLOCK);
     assert_eq!(proxy.addr(), "0.0.0.0:10101".parse().unwrap());
     let log = proxy.log();
     assert!(log.contains("\"root\" directive is ignored"), "{log}");

@@ -1,6 +1,8 @@
 //! The configuration language through the real binary's `-t` mode: every refusal with nginx's
 //! exact wording and `file:line`, every accepted form, and no panic on hostile input.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -746,25 +748,9 @@ fn missing_file() {
 // ---------------------------------------------------------------------------------------------
 // Accepted forms
 
-/// The `server` block of nginx's docs for a forward proxy, as people paste it.
-const SEED: &str = "\
-server {
-    listen 10101 default_server;
-    resolver 8.8.8.8;
-    resolver_timeout 3s;
-    proxy_connect;
-    root /data/www;
-    index index.html;
-    location / {
-        proxy_pass http://$http_host$request_uri;
-        proxy_set_header Host $http_host;
-    }
-}
-";
-
 #[test]
 fn seed_block_loads_with_warnings() {
-    let (warnings, path) = assert_accepted(SEED);
+    let (warnings, path) = assert_accepted(common::NGINX_SEED_BLOCK);
     // Exactly one warning each for root and index, one for the open listener, and none for
     // the location: plain-HTTP forwarding works, so proxy_pass is no longer a "405" note.
     assert_eq!(

@@ -584,3 +584,29 @@ pub async fn read_response(
     }
     Some((status, head, body))
 }
+
+/// The `server` block of a real nginx + proxy_connect deployment, as people paste it.
+pub const NGINX_SEED_BLOCK: &str = "\
+server {
+    listen 10101 default_server;
+    resolver 8.8.8.8;
+    resolver_timeout 3s;
+    proxy_connect;
+    root /data/www;
+    index index.html;
+    location / {
+        proxy_pass http://$http_host$request_uri;
+        proxy_set_header Host $http_host;
+    }
+}
+";
+
+/// A `Proxy-Authorization` value for `user` and `password`.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let credentials = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    )
+}
