@@ -217,7 +217,7 @@ async fn connect(
         Ok(upstream) => upstream,
         Err(error) => return refuse_logged(client.stream, entry, log, error).await,
     };
-    entry.upstream = upstream.addr;
+    entry.upstream = Some(upstream.addr);
     entry.status = 200;
     let response = established_response(config, &target, upstream.addr);
     let sent = tokio::time::timeout(
@@ -242,9 +242,7 @@ async fn connect(
         log::debug!(
             "{} tunnel to {target} ({}) ended after {:?}: {} bytes up, {} down, {:?}",
             entry.client.peer,
-            upstream
-                .addr
-                .map_or_else(|| "?".to_string(), |a| a.to_string()),
+            upstream.addr,
             entry.started.elapsed(),
             outcome.up,
             outcome.down,
@@ -294,7 +292,7 @@ fn not_connect(head: &Head) -> ProxyError {
 }
 
 /// The head that tells the client its tunnel is open.
-fn established_response(config: &Server, target: &Target, upstream: Option<SocketAddr>) -> String {
+fn established_response(config: &Server, target: &Target, upstream: SocketAddr) -> String {
     let Some(template) = &config.connect_response else {
         return format!(
             "HTTP/1.1 200 Connection Established\r\nProxy-agent: {}\r\n\r\n",
@@ -305,11 +303,7 @@ fn established_response(config: &Server, target: &Target, upstream: Option<Socke
     template.render_into(&mut response, |var, out| match var {
         ConnectVar::Host => out.push_str(&target.host.to_string()),
         ConnectVar::Port => out.push_str(&target.port.to_string()),
-        ConnectVar::Addr => {
-            if let Some(addr) = upstream {
-                out.push_str(&addr.to_string());
-            }
-        }
+        ConnectVar::Addr => out.push_str(&upstream.to_string()),
     });
     response
 }

@@ -29,13 +29,14 @@ pub struct DialOptions {
     pub bind: Option<IpAddr>,
 }
 
-/// Connects to the first of `addrs` that accepts. `shown` names the destination in errors
-/// (`example.org:443`). Refused or unreachable everywhere → 502; out of time → 504.
+/// Connects to the first of `addrs` that accepts; returns the connection and the address it
+/// reached. `shown` names the destination in errors (`example.org:443`). Refused or
+/// unreachable everywhere → 502; out of time → 504.
 pub async fn dial(
     addrs: &[SocketAddr],
     shown: &str,
     options: DialOptions,
-) -> Result<TcpStream, ProxyError> {
+) -> Result<(TcpStream, SocketAddr), ProxyError> {
     let started = Instant::now();
     let deadline = started + options.timeout;
     // A source address of the other family cannot reach an address.
@@ -54,11 +55,11 @@ pub async fn dial(
         [only] => tokio::time::timeout_at(deadline, connect_one(*only, options.bind))
             .await
             .map_err(|_elapsed| None)
-            .and_then(|connected| connected.map_err(Some)),
+            .and_then(|connected| connected.map(|stream| (stream, *only)).map_err(Some)),
         _ => race(&order, options.bind, started, deadline, shown).await,
     };
     match outcome {
-        Ok(stream) => Ok(stream),
+        Ok(connected) => Ok(connected),
         // Out of time.
         Err(None) if !order.is_empty() => Err(ProxyError::ConnectTimeout {
             target: shown.to_string(),
@@ -83,7 +84,7 @@ async fn race(
     started: Instant,
     deadline: Instant,
     shown: &str,
-) -> Result<TcpStream, Option<io::Error>> {
+) -> Result<(TcpStream, SocketAddr), Option<io::Error>> {
     let mut schedule = Schedule::new(order.len(), started);
     let mut attempts = JoinSet::new();
     let mut last_error = None;
@@ -100,7 +101,7 @@ async fn race(
                     Ok(stream) => {
                         log::debug!("connected to {addr} for {shown} in {:?}", started.elapsed());
                         // Dropping `attempts` aborts the others and closes what they opened.
-                        return Ok(stream);
+                        return Ok((stream, addr));
                     }
                     Err(error) => {
                         log::debug!("connect to {addr} for {shown} failed: {error}");
@@ -292,9 +293,10 @@ mod tests {
             SocketAddr::from(([127, 0, 0, 1], port)),
         ];
         let started = Instant::now();
-        let stream = dial(&list, "t", options(Duration::from_secs(10)))
+        let (stream, reached) = dial(&list, "t", options(Duration::from_secs(10)))
             .await
             .unwrap();
+        assert_eq!(reached, stream.peer_addr().unwrap());
         assert_eq!(stream.peer_addr().unwrap(), list[1]);
         assert!(
             started.elapsed() < ATTEMPT_DELAY,
@@ -312,9 +314,10 @@ mod tests {
         let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let list = vec![hole, live.local_addr().unwrap()];
         let started = Instant::now();
-        let stream = dial(&list, "t", options(Duration::from_secs(10)))
+        let (stream, reached) = dial(&list, "t", options(Duration::from_secs(10)))
             .await
             .unwrap();
+        assert_eq!(reached, stream.peer_addr().unwrap());
         let took = started.elapsed();
         assert_eq!(stream.peer_addr().unwrap(), list[1]);
         assert!(
@@ -362,9 +365,10 @@ mod tests {
         };
         let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let list = vec![hole, live.local_addr().unwrap()];
-        let stream = dial(&list, "t", options(Duration::from_secs(10)))
+        let (stream, reached) = dial(&list, "t", options(Duration::from_secs(10)))
             .await
             .unwrap();
+        assert_eq!(reached, stream.peer_addr().unwrap());
         assert_eq!(stream.peer_addr().unwrap(), list[1]);
         // Make room in the silent listener's queue: an attempt still alive would complete
         // with its next SYN retransmission (about a second after the first).

@@ -28,7 +28,7 @@ pub struct Timings {
 pub struct Upstream {
     pub stream: TcpStream,
     /// The address connected to.
-    pub addr: Option<SocketAddr>,
+    pub addr: SocketAddr,
 }
 
 /// Checks `target` against the destination rules, resolves it (unless `address` overrides
@@ -100,9 +100,6 @@ async fn reach(
     let started = Instant::now();
     let dialled = dial(&allowed, &target.to_string(), options).await;
     timings.connect = Some(started.elapsed());
-    let stream = dialled?;
-    Ok(Upstream {
-        addr: stream.peer_addr().ok(),
-        stream,
-    })
+    let (stream, addr) = dialled?;
+    Ok(Upstream { stream, addr })
 }

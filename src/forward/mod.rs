@@ -32,7 +32,7 @@ use crate::dial::DialOptions;
 use crate::error::ProxyError;
 use crate::request::Head;
 use crate::stream::{Conn, HeadError, ReadBuf, reset, write_all};
-use crate::upstream::{self, Timings};
+use crate::upstream::{self, Timings, Upstream};
 
 /// The largest response head accepted from an origin.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -123,11 +123,11 @@ pub async fn forward(
     // The origin may close a pooled connection just as it is taken. A request without a body
     // is safe to send again; one with a body is not, since part of it may be gone.
     for _ in 0..POOLED_ATTEMPTS {
-        let Some(stream) = ctx.pool.take(&exchange.destination) else {
+        let Some(upstream) = ctx.pool.take(&exchange.destination) else {
             break;
         };
-        report.upstream = stream.peer_addr().ok();
-        match exchange.run(client, Conn::new(stream)).await {
+        report.upstream = Some(upstream.addr);
+        match exchange.run(client, upstream).await {
             Err(Attempt::Stale) if framing == Framing::Empty => continue,
             result => return exchange.settle(result, report),
         }
@@ -139,8 +139,8 @@ pub async fn forward(
     report.timings = Timings::default();
     let connected = upstream::connect(ctx, &uri.target, None, options, &mut report.timings).await;
     let upstream = connected?;
-    report.upstream = upstream.addr;
-    let result = exchange.run(client, Conn::new(upstream.stream)).await;
+    report.upstream = Some(upstream.addr);
+    let result = exchange.run(client, upstream).await;
     exchange.settle(result, report)
 }
 
@@ -204,7 +204,9 @@ impl Exchange<'_> {
     }
 
     /// Sends the request on `upstream` and relays the answer.
-    async fn run(&self, client: &mut Conn, mut upstream: Conn) -> Result<Next, Attempt> {
+    async fn run(&self, client: &mut Conn, upstream: Upstream) -> Result<Next, Attempt> {
+        let addr = upstream.addr;
+        let mut upstream = Conn::new(upstream.stream);
         if write_all(
             &upstream.stream,
             &self.request,
@@ -289,7 +291,11 @@ impl Exchange<'_> {
             }) => {
                 let body_finished = body_done.load(Ordering::Relaxed);
                 if reusable && body_finished {
-                    self.ctx.pool.put(&self.destination, upstream.stream);
+                    let idle = Upstream {
+                        stream: upstream.stream,
+                        addr,
+                    };
+                    self.ctx.pool.put(&self.destination, idle);
                 }
                 Ok(if close_client || !body_finished {
                     Next::Close

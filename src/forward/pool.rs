@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+
+use crate::upstream::Upstream;
 use tokio::time::Instant;
 
 /// Idle connections kept per destination.
@@ -32,7 +34,7 @@ pub struct Pool {
 
 #[derive(Default)]
 struct Idle {
-    by_destination: HashMap<String, Vec<(TcpStream, Instant)>>,
+    by_destination: HashMap<String, Vec<(Upstream, Instant)>>,
     total: usize,
     /// A sweeper task is running.
     sweeping: bool,
@@ -40,7 +42,7 @@ struct Idle {
 
 impl Pool {
     /// A live idle connection to `destination`, most recently used first.
-    pub fn take(&self, destination: &str) -> Option<TcpStream> {
+    pub fn take(&self, destination: &str) -> Option<Upstream> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let Idle {
             by_destination,
@@ -49,10 +51,10 @@ impl Pool {
         } = &mut *idle;
         let list = by_destination.get_mut(destination)?;
         let mut found = None;
-        while let Some((stream, since)) = list.pop() {
+        while let Some((upstream, since)) = list.pop() {
             *total -= 1;
-            if since.elapsed() < IDLE_TIME && is_quiet(&stream) {
-                found = Some(stream);
+            if since.elapsed() < IDLE_TIME && is_quiet(&upstream.stream) {
+                found = Some(upstream);
                 break;
             }
         }
@@ -62,8 +64,8 @@ impl Pool {
         found
     }
 
-    /// Keeps `stream` for the next request to `destination`, if there is room.
-    pub fn put(&self, destination: &str, stream: TcpStream) {
+    /// Keeps `upstream` for the next request to `destination`, if there is room.
+    pub fn put(&self, destination: &str, upstream: Upstream) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.total >= TOTAL {
             idle.drop_expired();
@@ -81,7 +83,7 @@ impl Pool {
             list.remove(0);
             *total -= 1;
         }
-        list.push((stream, Instant::now()));
+        list.push((upstream, Instant::now()));
         *total += 1;
         if !idle.sweeping
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
@@ -121,7 +123,7 @@ impl Idle {
     fn retain(&mut self, mut keep: impl FnMut(&TcpStream, Instant) -> bool) {
         let mut total = 0;
         self.by_destination.retain(|_, list| {
-            list.retain(|(stream, since)| keep(stream, *since));
+            list.retain(|(upstream, since)| keep(&upstream.stream, *since));
             total += list.len();
             !list.is_empty()
         });
@@ -143,13 +145,13 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
-    async fn pair() -> (TcpStream, TcpStream) {
+    /// A pooled-to-be upstream connection and its origin's end.
+    async fn pair() -> (Upstream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (client, server)
+        (Upstream { stream, addr }, server)
     }
 
     #[tokio::test]
