@@ -145,15 +145,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>,
                     up: client.buf.take(),
                     down: early_down,
                 };
-                let _tunnel = metrics::get().tunnel();
-                let outcome =
-                    tunnel::run(client.stream, upstream, early, config.data_timeout).await;
-                log::debug!(
-                    "{peer} upgraded connection for {} ended: {outcome:?}",
-                    head.target
-                );
-                carried(&mut entry, &outcome);
-                return finish(&entry, log, Some(Mode::Tunnel));
+                let tunnel = Tunnel {
+                    client: client.stream,
+                    upstream,
+                    early,
+                };
+                return hand_over(tunnel, entry, report.location, &ctx, places);
             }
             Err(error) => return refuse_logged(client.stream, entry, log, error).await,
         }
@@ -183,10 +180,7 @@ async fn admit(
     Ok(Some(user))
 }
 
-/// Serves a CONNECT: policy, resolve, dial, `200`, then hands the two sockets to a tunnel task
-/// of their own, which logs the tunnel when it ends. That task holds only what a tunnel needs,
-/// while this one (sized for the largest thing a connection may do) ends: an idle tunnel
-/// costs a few hundred bytes.
+/// Serves a CONNECT: policy, resolve, dial, `200`, then [`hand_over`] to a tunnel task.
 async fn connect(
     mut client: Conn,
     head: &Head,
@@ -233,23 +227,51 @@ async fn connect(
         up: client.buf.take(),
         down: Vec::new(),
     };
-    let mut entry = entry.detach(!log.is_off());
+    let tunnel = Tunnel {
+        client: client.stream,
+        upstream: upstream.stream,
+        early,
+    };
+    hand_over(tunnel, entry, None, ctx, places);
+}
+
+/// A connection that became a tunnel (after a CONNECT's `200` or an upgrade's `101`).
+struct Tunnel {
+    client: TcpStream,
+    upstream: TcpStream,
+    early: Early,
+}
+
+/// Runs `tunnel` in a task of its own, which holds only what a tunnel needs while the
+/// connection's task (sized for the largest thing a connection may do) ends: an idle tunnel
+/// costs a few hundred bytes. The tunnel is logged, in the log of `location` if a location
+/// served it, and counted when it ends; `places` are given back then.
+fn hand_over(
+    tunnel: Tunnel,
+    entry: Entry<'_>,
+    location: Option<usize>,
+    ctx: &Arc<ServerContext>,
+    places: Places,
+) {
+    let mut entry = entry.detach(!ctx.access_log(location).is_off());
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
         let _tunnel = metrics::get().tunnel();
         let idle = ctx.config.data_timeout;
-        let outcome = tunnel::run(client.stream, upstream.stream, early, idle).await;
+        let outcome = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle).await;
         log::debug!(
-            "{} tunnel to {target} ({}) ended after {:?}: {} bytes up, {} down, {:?}",
+            "{} tunnel to {} ended after {:?}: {} bytes up, {} down, {:?}",
             entry.client.peer,
-            upstream.addr,
+            entry
+                .upstream
+                .map_or_else(|| "?".to_string(), |a| a.to_string()),
             entry.started.elapsed(),
             outcome.up,
             outcome.down,
             outcome.end,
         );
         carried(&mut entry, &outcome);
-        finish(&entry, &ctx.config.access_log, Some(Mode::Tunnel));
+        finish(&entry, ctx.access_log(location), Some(Mode::Tunnel));
         drop(places);
     });
 }
