@@ -58,6 +58,14 @@ impl ServerContext {
         self.config.locations.iter().any(|l| l.proxy_pass)
     }
 
+    /// Whether any access log of this server may write a line.
+    fn logs(&self) -> bool {
+        let locations = self.config.locations.iter().map(|l| &l.access_log);
+        std::iter::once(&self.config.access_log)
+            .chain(locations)
+            .any(|log| !log.is_off())
+    }
+
     /// The access log of the location that served a forwarded request, or the server's.
     fn access_log(&self, location: Option<usize>) -> &AccessLog {
         location
@@ -75,7 +83,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>,
     let _open = metrics::get().connection();
     let who = Client {
         peer,
-        local: stream.local_addr().ok(),
+        // Only a log line can use it (`$server_addr`): no system call for it otherwise.
+        local: ctx.logs().then(|| stream.local_addr().ok()).flatten(),
         id: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
     };
     let mut client = Conn::new(stream);

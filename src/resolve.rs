@@ -148,7 +148,7 @@ pub struct Resolver {
 }
 
 struct Inner {
-    upstream: Upstream,
+    name_servers: NameServers,
     /// `resolver_timeout`.
     timeout: Duration,
     /// `valid=`.
@@ -158,7 +158,8 @@ struct Inner {
     state: Mutex<State>,
 }
 
-enum Upstream {
+/// Who is asked.
+enum NameServers {
     /// `resolver ADDRESS ...`: each name server on its own, asked in order.
     Servers(Vec<NameServer>),
     /// The system configuration: `/etc/hosts` first, then hickory with `/etc/resolv.conf`.
@@ -193,7 +194,7 @@ impl Resolver {
     /// Builds the resolver a server block asks for. Fails only if the system configuration is
     /// needed and cannot be read.
     pub fn new(settings: Option<&ResolverSettings>, timeout: Duration) -> Result<Resolver, String> {
-        let (upstream, valid, families) = match settings {
+        let (name_servers, valid, families) = match settings {
             Some(settings) => {
                 let try_timeout = timeout.min(TRY_TIMEOUT);
                 let servers = settings
@@ -213,7 +214,7 @@ impl Resolver {
                 if settings.ipv6 {
                     families.push(Family::V6);
                 }
-                (Upstream::Servers(servers), settings.valid, families)
+                (NameServers::Servers(servers), settings.valid, families)
             }
             None => {
                 let mut builder = TokioResolver::builder(TokioRuntimeProvider::default())
@@ -225,13 +226,13 @@ impl Resolver {
                     .build()
                     .map_err(|e| format!("cannot set up the DNS resolver: {e}"))?;
                 let hosts = Hosts::from_system().unwrap_or_default();
-                let upstream = Upstream::System(Box::new(SystemResolver { dns, hosts }));
-                (upstream, None, vec![Family::V4, Family::V6])
+                let name_servers = NameServers::System(Box::new(SystemResolver { dns, hosts }));
+                (name_servers, None, vec![Family::V4, Family::V6])
             }
         };
         Ok(Resolver {
             inner: Arc::new(Inner {
-                upstream,
+                name_servers,
                 timeout,
                 valid,
                 families,
@@ -333,8 +334,8 @@ impl Inner {
     /// Asks the name servers about one family of `name`.
     async fn query(&self, name: &str, family: Family) -> Reply {
         let rtype = family.record_type();
-        match &self.upstream {
-            Upstream::Servers(servers) => {
+        match &self.name_servers {
+            NameServers::Servers(servers) => {
                 let Ok(mut fqdn) = Name::from_ascii(name) else {
                     return Reply::of(Answer::Failed("invalid host name".into()));
                 };
@@ -343,7 +344,7 @@ impl Inner {
                 let try_timeout = self.timeout.min(TRY_TIMEOUT);
                 ask_in_order(servers, &fqdn, rtype, self.timeout, try_timeout).await
             }
-            Upstream::System(system) => {
+            NameServers::System(system) => {
                 let SystemResolver { dns, hosts } = &**system;
                 let Ok(hostname) = Name::from_ascii(name) else {
                     return Reply::of(Answer::Failed("invalid host name".into()));
@@ -785,7 +786,7 @@ mod tests {
 
     fn inner(valid: Option<Duration>, families: Vec<Family>) -> Inner {
         Inner {
-            upstream: Upstream::Servers(Vec::new()),
+            name_servers: NameServers::Servers(Vec::new()),
             timeout: Duration::from_secs(30),
             valid,
             families,

@@ -68,9 +68,14 @@ struct Listener {
 impl Listener {
     /// Stops accepting and waits until the socket is closed.
     async fn close(&mut self) {
-        self.accepting.abort();
-        let _ = (&mut self.accepting).await;
+        stop(&mut self.accepting).await;
     }
+}
+
+/// Stops the task that owns a listening socket and waits until it is gone, socket closed.
+async fn stop(task: &mut JoinHandle<()>) {
+    task.abort();
+    let _ = task.await;
 }
 
 impl Drop for Listener {
@@ -203,8 +208,7 @@ impl Proxy {
         self.listeners = listeners;
         if !status_kept {
             if let Some(mut old) = self.status.take() {
-                old.serving.abort();
-                let _ = (&mut old.serving).await;
+                stop(&mut old.serving).await;
             }
             if let Some((configured, listener)) = status_fresh {
                 let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -269,8 +273,7 @@ impl Proxy {
             listener.close().await;
         }
         if let Some(mut status) = self.status.take() {
-            status.serving.abort();
-            let _ = (&mut status.serving).await;
+            stop(&mut status.serving).await;
         }
         let _ = self.stopping.send(true);
         Draining {
