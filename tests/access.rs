@@ -125,7 +125,7 @@ async fn credentials_never_reach_the_origin_and_curl_authenticates() {
     assert_eq!(response.status, 200);
     let got = &origin.recorded()[0];
     assert!(got.header("proxy-authorization").is_none(), "{}", got.head);
-    if Command::new("curl").arg("--version").output().is_ok() {
+    if require_tool("curl") {
         let proxy_url = format!("http://pat:secret@{}", proxy.addr());
         let out = tokio::process::Command::new("curl")
             .args([

@@ -468,8 +468,13 @@ async fn sigusr1_reopens_the_log_after_a_rotation() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(proxy.log().contains("SIGUSR1 received"), "{}", proxy.log());
-    tokio::time::sleep(Duration::from_millis(50)).await;
     // The file is created again at once, before any new line.
+    for _ in 0..200 {
+        if log.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(log.exists(), "the log was not reopened");
 
     drop(tunnel(proxy.addr(), &echo.to_string()).await);

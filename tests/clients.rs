@@ -38,15 +38,6 @@ async fn http_origin(addr: &str) -> std::io::Result<SocketAddr> {
     Ok(local)
 }
 
-fn have(program: &str) -> bool {
-    Command::new(program)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
 /// Runs curl with a time limit and returns (HTTP code, body).
 async fn curl(args: &[&str]) -> (String, String) {
     let mut full = vec![
@@ -70,8 +61,7 @@ async fn curl(args: &[&str]) -> (String, String) {
 
 #[tokio::test]
 async fn curl_tunnels_plain_http_through_connect() {
-    if !have("curl") {
-        eprintln!("skipped: curl is not installed");
+    if !require_tool("curl") {
         return;
     }
     let origin = http_origin("127.0.0.1:0").await.unwrap();
@@ -163,14 +153,10 @@ async fn tls_origin() -> Option<TlsOrigin> {
 
 #[tokio::test]
 async fn curl_reaches_a_tls_origin_through_the_tunnel() {
-    if !have("curl") || !have("openssl") {
-        eprintln!("skipped: curl or openssl is not installed");
+    if !require_tool("curl") || !require_tool("openssl") {
         return;
     }
-    let Some(origin) = tls_origin().await else {
-        eprintln!("skipped: openssl s_server did not start");
-        return;
-    };
+    let origin = tls_origin().await.expect("openssl s_server starts");
     let proxy = Proxy::start(&open_config(""));
     let proxy_url = format!("http://{}", proxy.addr());
     let url = format!("https://localhost:{}/", origin.port);
@@ -183,7 +169,7 @@ async fn curl_reaches_a_tls_origin_through_the_tunnel() {
 #[tokio::test]
 async fn the_embedded_default_is_a_safe_loopback_proxy() {
     if std::net::TcpListener::bind("127.0.0.1:3128").is_err() {
-        eprintln!("skipped: 127.0.0.1:3128 is in use");
+        eprintln!("SKIPPED: 127.0.0.1:3128 is in use");
         return;
     }
     let proxy = Proxy::spawn(&[], 1, temp_dir());
@@ -207,7 +193,7 @@ async fn the_embedded_default_is_a_safe_loopback_proxy() {
         "the cloud metadata address: {}",
         refused.body
     );
-    if have("curl") {
+    if require_tool("curl") {
         let (code, _) = curl(&["-x", "http://127.0.0.1:3128", "https://127.0.0.1/"]).await;
         assert_eq!(code, "000", "curl must not get through to loopback");
     }
@@ -216,7 +202,7 @@ async fn the_embedded_default_is_a_safe_loopback_proxy() {
 #[tokio::test]
 async fn the_pasted_nginx_block_loads_and_serves_as_is() {
     if std::net::TcpListener::bind("0.0.0.0:10101").is_err() {
-        eprintln!("skipped: port 10101 is in use");
+        eprintln!("SKIPPED: port 10101 is in use");
         return;
     }
     let proxy = Proxy::start(NGINX_SEED_BLOCK);

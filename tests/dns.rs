@@ -541,7 +541,7 @@ async fn a_name_whose_first_address_is_silent_connects_to_the_second_after_250ms
         }
     }
     let Some((echo, _hole)) = found else {
-        eprintln!("skipped: could not make a listener that ignores SYNs");
+        eprintln!("SKIPPED: could not make a listener that ignores SYNs");
         return;
     };
     let dns = DnsServer::start().await;
@@ -564,7 +564,7 @@ async fn a_name_whose_first_address_is_silent_connects_to_the_second_after_250ms
 #[tokio::test]
 async fn without_a_resolver_etc_hosts_alone_answers_the_names_it_lists() {
     let Some((name, addr)) = a_name_from_etc_hosts() else {
-        eprintln!("skipped: no name in /etc/hosts");
+        eprintln!("SKIPPED: no name in /etc/hosts");
         return;
     };
     let Ok(ip) = addr.parse::<std::net::IpAddr>() else {

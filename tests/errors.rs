@@ -169,7 +169,7 @@ async fn unresponsive_listener() -> Option<(socket2::Socket, Vec<TcpStream>, Soc
 #[tokio::test]
 async fn a_connect_that_never_completes_is_504() {
     let Some((_socket, _fillers, target)) = unresponsive_listener().await else {
-        eprintln!("skipped: could not make a listener that ignores SYNs");
+        eprintln!("SKIPPED: could not make a listener that ignores SYNs");
         return;
     };
     let proxy = Proxy::start(&open_config("proxy_connect_connect_timeout 1s;"));

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -598,17 +597,13 @@ async fn without_a_proxy_pass_location_only_connect_is_served() {
     );
 }
 
-fn have(program: &str) -> bool {
-    Command::new(program).arg("--version").output().is_ok()
-}
-
 #[tokio::test]
 async fn curl_and_python_urllib_fetch_through_the_proxy() {
     let origin = Origin::start(|_| ok(b"fetched")).await;
     let proxy = forwarding_proxy("");
     let proxy_url = format!("http://{}", proxy.addr());
     let url = format!("http://{}/file", origin.addr);
-    if have("curl") {
+    if require_tool("curl") {
         let out = tokio::process::Command::new("curl")
             .args([
                 "--silent",
@@ -645,10 +640,8 @@ async fn curl_and_python_urllib_fetch_through_the_proxy() {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "fetched");
         assert_eq!(origin.recorded().last().unwrap().body, b"payload");
-    } else {
-        eprintln!("skipped curl: not installed");
     }
-    if have("python3") {
+    if require_tool("python3") {
         let script = "import sys, urllib.request as u\n\
                       opener = u.build_opener(u.ProxyHandler({'http': sys.argv[1]}))\n\
                       sys.stdout.write(opener.open(sys.argv[2], timeout=10).read().decode())\n";
@@ -665,8 +658,6 @@ async fn curl_and_python_urllib_fetch_through_the_proxy() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-    } else {
-        eprintln!("skipped python: not installed");
     }
 }
 

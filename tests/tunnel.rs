@@ -161,7 +161,7 @@ async fn an_upstream_reset_reaches_the_client_as_a_reset() {
 #[tokio::test]
 async fn ipv6_listener_and_target() {
     let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
-        eprintln!("skipped: no IPv6 loopback on this machine");
+        eprintln!("SKIPPED: no IPv6 loopback on this machine");
         return;
     };
     drop(listener);

@@ -610,3 +610,23 @@ pub fn basic(user: &str, password: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(credentials)
     )
 }
+
+/// Whether `program` is on `PATH`. Under `CI=true` a missing tool fails the test, so the suite
+/// never passes by skipping what it was meant to check; elsewhere the skip is printed.
+pub fn require_tool(program: &str) -> bool {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+    });
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{program} is not installed, and CI=true requires every tool the tests use"
+        );
+        eprintln!("SKIPPED: {program} is not installed (CI=true would fail this test)");
+    }
+    found
+}
