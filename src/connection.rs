@@ -99,7 +99,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>,
             () = ctx.stopping() => return,
         };
         requests += 1;
-        let head = match read {
+        let mut head = match read {
             Ok(head) => head,
             Err(ReadError::Closed) => return,
             Err(ReadError::Refused(error)) => {
@@ -109,6 +109,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>,
                 return refuse_logged(client.stream, entry, &config.access_log, error).await;
             }
         };
+        if !config.underscores_in_headers {
+            drop_underscored(&mut head, peer);
+        }
         let mut entry = Entry::new(&who, requests, Some(&head));
         entry.bytes_received = client.buf.consumed() - consumed;
         match admit(&head, peer, &ctx).await {
@@ -298,11 +301,27 @@ fn finish(entry: &Entry, log: &AccessLog, mode: Option<Mode>) {
     log.write(entry);
 }
 
+/// `underscores_in_headers off`, as in nginx: fields named with `_` are ignored, so an origin
+/// that reads `_` as `-` cannot be handed a second `Content-Length` or `Transfer-Encoding`.
+fn drop_underscored(head: &mut Head, peer: SocketAddr) {
+    head.headers.retain(|h| {
+        let keep = !h.name.contains('_');
+        if !keep {
+            log::debug!(
+                "{peer}: ignored the field \"{}\" (underscores_in_headers off)",
+                h.name
+            );
+        }
+        keep
+    });
+}
+
 /// Checks a CONNECT against this server's policy and parses its target.
 fn connect_target(head: &Head, config: &Server) -> Result<Target, ProxyError> {
     if !config.proxy_connect {
         return Err(ProxyError::ConnectDisabled);
     }
+    forward::refuse_connect_body(head)?;
     let target = Target::parse_authority(&head.target)?;
     if !config.connect_ports.allows(target.port) {
         return Err(ProxyError::PortNotAllowed(target.port));

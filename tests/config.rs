@@ -1430,3 +1430,14 @@ fn absurd_timeouts_are_refused_or_harmless() {
         assert!(answer.starts_with("HTTP/1.1 5"), "{answer:?}\nlog:\n{log}");
     }
 }
+
+#[test]
+fn underscores_in_headers_takes_on_or_off() {
+    assert_clean(&server("    underscores_in_headers on;"));
+    assert_clean(&server("    underscores_in_headers off;"));
+    assert_refused(
+        &server("    underscores_in_headers yes;"),
+        4,
+        "invalid value \"yes\" in \"underscores_in_headers\" directive, it must be \"on\" or \"off\"",
+    );
+}

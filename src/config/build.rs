@@ -145,6 +145,7 @@ const SPECS: &[Spec] = &[
     used("send_timeout", HTTP_SERVER, (1, 1), true),
     used("keepalive_timeout", HTTP_SERVER, (1, 2), true),
     used("proxy_http_allow", HTTP_SERVER, (1, MANY), true),
+    used("underscores_in_headers", HTTP_SERVER, (1, 1), true),
     used("proxy_pass", &[Context::Location], (1, 1), true),
     used("proxy_set_header", HTTP_SERVER_LOCATION, (2, 2), false),
     used("proxy_connect_timeout", HTTP_SERVER_LOCATION, (1, 1), true),
@@ -767,6 +768,12 @@ impl Builder<'_> {
             | "proxy_via"
             | "proxy_http_version" => {
                 self.forwarding_setting(&mut server.forwarding, directive, own)?
+            }
+            "underscores_in_headers" => {
+                let arg = directive.args[0].as_str();
+                server.underscores_in_headers = parse_flag(arg).ok_or_else(|| {
+                    self.error(directive, format!("invalid value \"{arg}\" in \"underscores_in_headers\" directive, it must be \"on\" or \"off\""))
+                })?;
             }
             "proxy_connect_connect_timeout" => server.connect_timeout = self.time(directive)?,
             "proxy_connect_data_timeout" => server.data_timeout = self.time(directive)?,

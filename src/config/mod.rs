@@ -113,6 +113,9 @@ pub struct Server {
     pub send_timeout: Duration,
     /// `proxy_http_allow` — the ports a forwarded plain-HTTP request may reach.
     pub http_ports: PortList,
+    /// `underscores_in_headers` — keep request fields whose names contain `_` (off: dropped,
+    /// so an origin that reads `_` as `-` never sees a second `Content-Length`).
+    pub underscores_in_headers: bool,
     /// Forwarding settings written at server (or http) level: the defaults of its locations.
     pub forwarding: Forwarding,
     /// `allow` / `deny`: which clients may use this server.
@@ -152,6 +155,7 @@ impl Server {
             client_body_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             http_ports: PortList::All,
+            underscores_in_headers: false,
             forwarding: Forwarding::default(),
             clients: ClientRules::default(),
             destinations: DestinationRules::default(),
