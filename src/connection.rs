@@ -6,6 +6,7 @@
 //! becomes one error response, written here and nowhere else, followed by a close.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub struct ServerContext {
     pub per_client: Arc<PerClient>,
     /// Becomes true when the proxy stops: connections waiting for a request close.
     pub stopping: watch::Receiver<bool>,
+    /// Becomes true when open connections must end now (fast shutdown): tunnels close.
+    pub closing: watch::Receiver<bool>,
 }
 
 impl ServerContext {
@@ -51,6 +54,12 @@ impl ServerContext {
     async fn stopping(&self) {
         let mut stopping = self.stopping.clone();
         let _ = stopping.wait_for(|&stopping| stopping).await;
+    }
+
+    /// Resolves once open connections must end now.
+    async fn closing(&self) {
+        let mut closing = self.closing.clone();
+        let _ = closing.wait_for(|&closing| closing).await;
     }
 
     /// Whether any location forwards plain-HTTP requests.
@@ -266,8 +275,7 @@ fn hand_over(
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
         let _tunnel = metrics::get().tunnel();
-        let idle = ctx.config.data_timeout;
-        let outcome = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle).await;
+        let outcome = run_tunnel(tunnel, &ctx).await;
         log::debug!(
             "{} tunnel to {} ended after {:?}: {} bytes up, {} down, {:?}",
             entry.client.peer,
@@ -283,6 +291,27 @@ fn hand_over(
         finish(&entry, ctx.access_log(location), Some(Mode::Tunnel));
         drop(places);
     });
+}
+
+/// Runs a tunnel to its end, or until the proxy closes every connection (fast shutdown): then
+/// both sockets are shut down, so the tunnel ends at once with its byte counts and is logged.
+async fn run_tunnel(tunnel: Tunnel, ctx: &ServerContext) -> Outcome {
+    let sockets = [tunnel.client.as_raw_fd(), tunnel.upstream.as_raw_fd()];
+    let idle = ctx.config.data_timeout;
+    let run = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle);
+    tokio::pin!(run);
+    tokio::select! {
+        outcome = &mut run => return outcome,
+        () = ctx.closing() => {}
+    }
+    for socket in sockets {
+        // SAFETY: `run` owns both sockets until it returns, and it has not returned, so each
+        // descriptor is still the tunnel's socket. shutdown(2) changes no memory.
+        unsafe {
+            libc::shutdown(socket, libc::SHUT_RDWR);
+        }
+    }
+    run.await
 }
 
 /// Adds what a tunnel carried to its request's byte counts.

@@ -34,6 +34,8 @@ pub struct Proxy {
     connections: Arc<Gauge>,
     /// Set once the proxy stops accepting; idle connections watch it.
     stopping: watch::Sender<bool>,
+    /// Set when open connections must end now (fast shutdown); tunnels watch it.
+    closing: watch::Sender<bool>,
     /// `status_listen`: `/metrics` and `/healthz`.
     status: Option<StatusListener>,
 }
@@ -111,6 +113,7 @@ impl Proxy {
             listeners: Vec::new(),
             connections: Gauge::new(config.max_connections),
             stopping: watch::channel(false).0,
+            closing: watch::channel(false).0,
             status: None,
         };
         proxy.reload(config).await?;
@@ -251,6 +254,7 @@ impl Proxy {
                     own_listeners: Arc::clone(own),
                     per_client: PerClient::new(server.max_connections_per_client),
                     stopping: self.stopping.subscribe(),
+                    closing: self.closing.subscribe(),
                 }))
             })
             .collect()
@@ -267,7 +271,8 @@ impl Proxy {
     }
 
     /// Stops accepting: closes the listeners (new clients are refused by the kernel), tells
-    /// idle connections to close, and returns what is needed to wait for the busy ones.
+    /// idle connections to close, and returns what is needed to wait for the busy ones, or to
+    /// close them.
     pub async fn stop(mut self) -> Draining {
         for mut listener in self.listeners.drain(..) {
             listener.close().await;
@@ -278,13 +283,19 @@ impl Proxy {
         let _ = self.stopping.send(true);
         Draining {
             connections: Arc::clone(&self.connections),
+            closing: self.closing.clone(),
         }
     }
 }
 
-/// The proxy after it stopped accepting: connections still open finish on their own.
+/// How long [`Draining::close`] waits for closed tunnels to write their access log lines.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
+
+/// The proxy after it stopped accepting: connections still open finish on their own, or are
+/// closed.
 pub struct Draining {
     connections: Arc<Gauge>,
+    closing: watch::Sender<bool>,
 }
 
 impl Draining {
@@ -298,6 +309,14 @@ impl Draining {
         while self.connections.open() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Closes every open tunnel now, and waits briefly (at most [`CLOSE_WAIT`]) until they
+    /// have ended and written their access log lines. Connections still busy after that are
+    /// dropped with the runtime.
+    pub async fn close(&self) {
+        self.closing.send_replace(true);
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.finished()).await;
     }
 }
 

@@ -47,7 +47,7 @@ pub struct Config {
     pub servers: Vec<Server>,
     /// `max_connections`: client connections open at once, over the whole process.
     pub max_connections: Option<usize>,
-    /// `shutdown_timeout`: how long open connections may finish after SIGTERM or SIGINT.
+    /// `shutdown_timeout`: how long open connections may finish after SIGQUIT.
     pub shutdown_timeout: Duration,
     /// `status_listen`: where `/metrics` and `/healthz` are served; off by default.
     pub status_listen: Option<StatusListen>,
