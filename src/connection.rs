@@ -7,8 +7,8 @@
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,9 +47,26 @@ pub struct ServerContext {
     pub stopping: watch::Receiver<bool>,
     /// Becomes true when open connections must end now (fast shutdown): tunnels close.
     pub closing: watch::Receiver<bool>,
+    /// The context a reload put in this one's place on the same listener.
+    pub successor: OnceLock<Arc<ServerContext>>,
 }
 
 impl ServerContext {
+    /// Records that a reload replaced this context by `next` (the first replacement counts).
+    pub fn succeed(&self, next: &Arc<ServerContext>) {
+        let _ = self.successor.set(Arc::clone(next));
+    }
+
+    /// The context now serving the listener this one served: a keep-alive connection judges
+    /// each new request by it, so a reload reaches connections already open.
+    fn latest(self: &Arc<Self>) -> Arc<ServerContext> {
+        let mut latest = self;
+        while let Some(next) = latest.successor.get() {
+            latest = next;
+        }
+        Arc::clone(latest)
+    }
+
     /// Resolves once the proxy is stopping.
     async fn stopping(&self) {
         let mut stopping = self.stopping.clone();
@@ -87,7 +104,12 @@ impl ServerContext {
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Serves one client connection to its end.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>, places: Places) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut ctx: Arc<ServerContext>,
+    places: Places,
+) {
     let _ = stream.set_nodelay(true);
     let _open = metrics::get().connection();
     let who = Client {
@@ -97,16 +119,19 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>,
         id: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
     };
     let mut client = Conn::new(stream);
-    let config = &ctx.config;
-    let mut idle = config.client_header_timeout;
+    let mut idle = ctx.config.client_header_timeout;
     let mut requests = 0;
     loop {
+        ctx = ctx.latest();
         let consumed = client.buf.consumed();
         // A stopping proxy lets requests and tunnels finish, but waits for no new request.
         let read = tokio::select! {
-            read = read_head(&mut client, ctx.limits, idle, config.client_header_timeout) => read,
+            read = read_head(&mut client, ctx.limits, idle, ctx.config.client_header_timeout) => read,
             () = ctx.stopping() => return,
         };
+        // A reload while the connection waited: the request is judged by the new context.
+        ctx = ctx.latest();
+        let config = &ctx.config;
         requests += 1;
         let head = match read {
             Ok(head) => head,
