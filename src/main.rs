@@ -204,7 +204,7 @@ async fn reload(proxy: &mut Proxy, path: Option<&Path>) -> Option<Config> {
             }
             log_status_listener(proxy, &config);
             log::info!(
-                "reloaded {}: new connections use it; open connections keep the previous one",
+                "reloaded {}: new connections and the next request of open ones use it; open tunnels keep the previous one",
                 path.display()
             );
             Some(config)
