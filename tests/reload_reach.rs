@@ -43,13 +43,11 @@ async fn get(
     let auth = auth.map_or_else(String::new, |a| format!("Proxy-Authorization: {a}\r\n"));
     let request = format!("GET http://{origin}/ HTTP/1.1\r\nHost: {origin}\r\n{auth}\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
-    let (status, head, _) = tokio::time::timeout(
-        Duration::from_secs(10),
-        read_response(stream, buf, false),
-    )
-    .await
-    .expect("an answer")
-    .expect("a whole response");
+    let (status, head, _) =
+        tokio::time::timeout(Duration::from_secs(10), read_response(stream, buf, false))
+            .await
+            .expect("an answer")
+            .expect("a whole response");
     (status, head)
 }
 
@@ -70,7 +68,11 @@ async fn a_newly_denied_destination_is_refused_on_an_open_keep_alive_connection(
 
     let (status, head) = get(&mut client, &mut buf, origin.addr, None).await;
     assert_eq!(status, 403, "{head}");
-    assert_eq!(origin.recorded().len(), 1, "the origin saw the refused request");
+    assert_eq!(
+        origin.recorded().len(),
+        1,
+        "the refused request never reached the origin"
+    );
     // The tunnel opened before the reload keeps flowing.
     open_tunnel.write_all(b"across").await.unwrap();
     let mut back = [0; 6];
@@ -96,7 +98,10 @@ async fn a_user_removed_from_the_user_file_is_refused_on_an_open_keep_alive_conn
     let bob = basic("bob", "secret");
     let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
     let mut buf = Vec::new();
-    assert_eq!(get(&mut client, &mut buf, origin.addr, Some(&bob)).await.0, 200);
+    assert_eq!(
+        get(&mut client, &mut buf, origin.addr, Some(&bob)).await.0,
+        200
+    );
 
     std::fs::write(&users, "amy:{PLAIN}other\n").unwrap();
     reload(&proxy).await;
@@ -117,7 +122,9 @@ async fn per_client_connection_counts_survive_a_reload() {
         held.push(tunnel(proxy.addr(), &echo.to_string()).await);
     }
     assert_eq!(
-        exchange(proxy.addr(), b"CONNECT x:1 HTTP/1.1\r\n\r\n").await.status,
+        exchange(proxy.addr(), b"CONNECT x:1 HTTP/1.1\r\n\r\n")
+            .await
+            .status,
         503
     );
 
