@@ -648,6 +648,12 @@ impl Builder<'_> {
                 if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
                     return Err(self.error(directive, format!("invalid header name \"{name}\"")));
                 }
+                if splits_a_line(&directive.args[1]) {
+                    return Err(self.error(
+                        directive,
+                        format!("invalid value in \"proxy_set_header\" directive: {SPLITS_A_LINE}"),
+                    ));
+                }
                 let value = Template::parse(&directive.args[1], HeaderVar::lookup)
                     .map_err(|reason| self.error(directive, reason))?;
                 forwarding.set_headers.push(SetHeader { name, value });
@@ -718,7 +724,16 @@ impl Builder<'_> {
                     });
                 }
             }
-            "auth_basic" => server.auth_realm = (arg != "off").then(|| arg.to_string()),
+            "auth_basic" => {
+                // The realm is sent in every `Proxy-Authenticate` header.
+                if splits_a_line(arg) {
+                    return Err(self.error(
+                        directive,
+                        format!("invalid realm in \"auth_basic\" directive: {SPLITS_A_LINE}"),
+                    ));
+                }
+                server.auth_realm = (arg != "off").then(|| arg.to_string());
+            }
             "auth_basic_user_file" => {
                 let path = self.relative_path(arg);
                 let users = Users::load(&path).map_err(|error| {
@@ -1097,6 +1112,20 @@ impl Builder<'_> {
                 "\"proxy_connect_response\" must be a whole response head ending in \"\\r\\n\\r\\n\"",
             ));
         }
+        // The head's own line breaks are CRLF; a bare CR or LF, an empty line before the end
+        // (the client would read what follows as tunnel data) or a NUL would be misread.
+        let lines = &text[..text.len() - 4];
+        if text.contains('\0')
+            || lines
+                .split("\r\n")
+                .any(|l| l.is_empty() || l.contains(['\r', '\n']))
+        {
+            return Err(self.error(
+                directive,
+                "\"proxy_connect_response\" may break lines only with \"\\r\\n\", may not hold an \
+                 empty line before its end, and may not contain NUL",
+            ));
+        }
         Template::parse(text, ConnectVar::lookup).map_err(|reason| self.error(directive, reason))
     }
 
@@ -1149,6 +1178,16 @@ impl Builder<'_> {
         }
         Ok(settings)
     }
+}
+
+/// Why [`splits_a_line`] refuses a value.
+const SPLITS_A_LINE: &str = "CR, LF and NUL are not allowed in a value sent in a header";
+
+/// Whether a value written into a header line holds CR, LF or NUL: a line break would end the
+/// header early and turn the rest into a header (or a request) of its own, and HTTP parsers
+/// refuse NUL.
+fn splits_a_line(value: &str) -> bool {
+    value.contains(['\r', '\n', '\0'])
 }
 
 /// `http://$http_host$request_uri` and its `$host` variant: the forms that mean "forward to

@@ -6,6 +6,7 @@
 
 mod build;
 mod error;
+mod file;
 mod lexer;
 mod syntax;
 pub mod values;
@@ -15,6 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use error::{ConfigError, Origin};
+pub use file::{MAX_FILE_SIZE, read_config_file};
 
 use crate::access::auth::Users;
 use crate::access::{ClientRules, DestinationRules};
@@ -45,7 +47,7 @@ pub struct Config {
     pub servers: Vec<Server>,
     /// `max_connections`: client connections open at once, over the whole process.
     pub max_connections: Option<usize>,
-    /// `shutdown_timeout`: how long open connections may finish after SIGTERM or SIGINT.
+    /// `shutdown_timeout`: how long open connections may finish after SIGQUIT.
     pub shutdown_timeout: Duration,
     /// `status_listen`: where `/metrics` and `/healthz` are served; off by default.
     pub status_listen: Option<StatusListen>,
@@ -57,7 +59,7 @@ impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read(path).map_err(|e| {
+        let text = read_config_file(path).map_err(|e| {
             ConfigError::whole_file(format!(
                 "cannot read the configuration file \"{shown}\": {e}"
             ))
