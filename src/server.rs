@@ -157,7 +157,7 @@ impl Proxy {
             Some(status) if !status_kept => Some((status.addr, crate::status::bind(status)?)),
             _ => None,
         };
-        let own = kept
+        let own_addrs = kept
             .iter()
             .map(|&(index, _, _)| self.listeners[index].local)
             .chain(fresh.iter().filter_map(|b| b.listener.local_addr().ok()))
@@ -168,7 +168,7 @@ impl Proxy {
                     .map(|s| s.local),
             )
             .chain(status_fresh.iter().filter_map(|(_, l)| l.local_addr().ok()));
-        let own = Arc::new(OwnListeners::new(own));
+        let own = Arc::new(OwnListeners::new(own_addrs));
         let contexts = self.contexts(config, &own)?;
 
         // Nothing can fail from here on.

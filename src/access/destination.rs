@@ -158,7 +158,8 @@ impl DestinationRules {
     }
 
     /// The decision the name alone settles: `Some` when a host rule (or `all`) matches before
-    /// any address rule could. `None` means the addresses decide.
+    /// any address rule could. `None` means the addresses decide. `Some(Ok)` is no licence for
+    /// the addresses: [`DestinationRules::check_addr`] still holds them to the built-in list.
     pub fn check_name(&self, host: &Host) -> Option<Result<(), Denied>> {
         for rule in &self.rules {
             let decided = match (&rule.matcher, host) {
