@@ -162,7 +162,7 @@ async fn credentials_never_reach_the_origin_and_curl_authenticates() {
 }
 
 #[tokio::test]
-async fn a_name_that_resolves_to_loopback_is_denied_by_default_and_allowed_by_a_rule() {
+async fn a_name_resolving_to_loopback_is_denied_unless_an_address_rule_allows_it() {
     let echo = echo_server().await;
     // No resolver directive: the system's /etc/hosts answers "localhost" with loopback.
     let target = format!("localhost:{}", echo.port());
@@ -177,8 +177,14 @@ async fn a_name_that_resolves_to_loopback_is_denied_by_default_and_allowed_by_a_
 
     let by_address = Proxy::start(&config("    destination_allow 127.0.0.0/8 ::1;"));
     tunnel(by_address.addr(), &target).await;
+    // A name rule says which names may be asked for, not that they may resolve to loopback.
     let by_name = Proxy::start(&config("    destination_allow localhost;"));
-    tunnel(by_name.addr(), &target).await;
+    let response = exchange(
+        by_name.addr(),
+        format!("CONNECT {target} HTTP/1.1\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(response.status, 403, "{}", response.body);
 }
 
 #[tokio::test]

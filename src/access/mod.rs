@@ -4,10 +4,13 @@
 pub mod auth;
 pub mod cidr;
 mod destination;
+mod embedded;
+mod own;
 
 pub use auth::Auth;
 pub use cidr::Cidr;
 pub use destination::{DestinationRule, DestinationRules, HostPattern, Matcher};
+pub use own::{OwnListeners, host_addresses};
 
 use std::net::IpAddr;
 
