@@ -4,6 +4,8 @@
 pub mod auth;
 pub mod cidr;
 mod destination;
+pub mod htpasswd;
+mod md5_crypt;
 
 pub use auth::Auth;
 pub use cidr::Cidr;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use error::{ConfigError, Origin};
 
-use crate::access::auth::Users;
+use crate::access::htpasswd::Users;
 use crate::access::{ClientRules, DestinationRules};
 use crate::access_log::AccessLog;
 use crate::request::Limits;
