@@ -3,11 +3,13 @@
 //!
 //! Password hashes are slow on purpose, so a flood of guesses must not become a denial of
 //! service. Slow checks run on a few blocking threads (as many as there are cores, for the
-//! whole process), at most one at a time per client address, so one noisy client cannot keep
-//! everyone else waiting. Answers are remembered by a digest of the credentials (never the
-//! password itself): a keep-alive client pays one hash, a repeated wrong password costs
-//! nothing, and identical attempts in flight share one check. An unknown user costs the same
-//! work as a known one. The file formats are [`super::htpasswd`]'s.
+//! whole process), at most one at a time per client address (an IPv6 client: its /64), so one
+//! noisy client cannot keep everyone else waiting. Answers are remembered by a digest of the
+//! credentials (never the password itself): a keep-alive client pays one hash, a repeated
+//! wrong password costs nothing, identical attempts in flight share one check, and a
+//! remembered answer never waits for a hashing thread. An unknown user is checked against
+//! the file's costliest hash, so "no such user" is never the quick answer. The file formats
+//! are [`super::htpasswd`]'s.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -30,6 +32,8 @@ const REMEMBERED_VERIFIED: usize = 1024;
 const REMEMBERED_REFUSED: usize = 4096;
 /// Past this many client entries, those not in use are dropped.
 const CLIENT_GATES: usize = 1024;
+/// Past this many checks under way, those nobody waits for any more are dropped.
+const IN_FLIGHT: usize = 1024;
 
 /// The slow checks running at once, process-wide: one per core, so a flood of guesses takes
 /// a bounded number of threads and leaves the event loop its CPU share.
@@ -85,7 +89,14 @@ impl Auth {
             log::debug!("{client}: a password already refused for {user:?}, refused again");
             return None;
         }
-        let shared = Arc::clone(lock(&self.in_flight).entry(key).or_default());
+        let shared = {
+            let mut in_flight = lock(&self.in_flight);
+            if in_flight.len() >= IN_FLIGHT {
+                // Left behind by clients that went away mid-check.
+                in_flight.retain(|_, shared| Arc::strong_count(shared) > 1);
+            }
+            Arc::clone(in_flight.entry(key).or_default())
+        };
         let verified = *shared
             .get_or_init(|| self.verify(&user, password, client))
             .await;
@@ -135,7 +146,12 @@ impl Auth {
         matched && known
     }
 
+    /// The gate of `client`'s address; an IPv6 client is its /64, the block one host gets.
     fn client_gate(&self, client: IpAddr) -> Arc<tokio::sync::Mutex<()>> {
+        let client = match client.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !(u128::MAX >> 64)).into()),
+            v4 => v4,
+        };
         let mut gates = lock(&self.client_gates);
         if gates.len() >= CLIENT_GATES {
             gates.retain(|_, gate| Arc::strong_count(gate) > 1);
@@ -269,6 +285,22 @@ mod tests {
             assert_eq!(attempt.await.unwrap(), None);
         }
         assert_eq!(auth.slow_checks(), 1);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64_and_a_mapped_ipv4_client_its_address() {
+        let auth = auth("");
+        let gate = |ip: &str| auth.client_gate(ip.parse().unwrap());
+        assert!(Arc::ptr_eq(
+            &gate("2001:db8:1:2::1"),
+            &gate("2001:db8:1:2:ffff::9")
+        ));
+        assert!(!Arc::ptr_eq(
+            &gate("2001:db8:1:2::1"),
+            &gate("2001:db8:1:3::1")
+        ));
+        assert!(Arc::ptr_eq(&gate("127.0.0.1"), &gate("::ffff:127.0.0.1")));
+        assert!(!Arc::ptr_eq(&gate("127.0.0.1"), &gate("127.0.0.2")));
     }
 
     #[tokio::test]
