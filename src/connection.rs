@@ -217,7 +217,10 @@ async fn admit(
     let Some(auth) = &ctx.auth else {
         return Ok(None);
     };
-    let Some(user) = auth.check(head.header("proxy-authorization")).await else {
+    let Some(user) = auth
+        .check(head.header("proxy-authorization"), peer.ip())
+        .await
+    else {
         return Err(ProxyError::AuthRequired {
             realm: auth.realm.clone(),
         });

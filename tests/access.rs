@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -324,36 +323,4 @@ async fn large_client_header_buffers_sets_414_and_431() {
         format!("X-Each: {}\r\n", "c".repeat(900)).repeat(3)
     );
     assert_eq!(exchange(proxy.addr(), many.as_bytes()).await.status, 431);
-}
-
-#[test]
-fn a_malformed_htpasswd_line_is_a_config_error_with_its_line() {
-    let dir = TempDir::new();
-    let dir = &dir.0;
-    std::fs::write(dir.join("users"), "bob:{PLAIN}x\n\nbroken-line\n").unwrap();
-    let conf = dir.join("proxy.conf");
-    std::fs::write(
-        &conf,
-        config("    auth_basic on;\n    auth_basic_user_file users;"),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("-t")
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains(&format!(
-            "expected \"user:hash\" in {}:3",
-            dir.join("users").display()
-        )),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!("{}:6", conf.display())),
-        "{stderr}"
-    );
 }

@@ -5,6 +5,8 @@ pub mod auth;
 pub mod cidr;
 mod destination;
 mod embedded;
+pub mod htpasswd;
+mod md5_crypt;
 mod own;
 
 pub use auth::Auth;

@@ -21,7 +21,7 @@ use super::{
     Config, ConnectVar, Forwarding, HeaderVar, Listen, Location, LocationMatch, PortList,
     ResolverSettings, Server, SetHeader, StatusListen,
 };
-use crate::access::auth::Users;
+use crate::access::htpasswd::Users;
 use crate::access::{Cidr, ClientRules, DestinationRule, DestinationRules, HostPattern, Matcher};
 use crate::access_log::{AccessLog, Destination, Escape, LogFormat, Sink};
 use crate::request::Limits;
@@ -736,12 +736,13 @@ impl Builder<'_> {
             }
             "auth_basic_user_file" => {
                 let path = self.relative_path(arg);
-                let users = Users::load(&path).map_err(|error| {
+                let (users, warnings) = Users::load(&path).map_err(|error| {
                     self.error(
                         directive,
                         format!("in the \"auth_basic_user_file\" directive: {error}"),
                     )
                 })?;
+                self.warnings.extend(warnings);
                 server.auth_users = Some(users);
             }
             "max_connections_per_client" => {

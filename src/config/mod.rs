@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use error::{ConfigError, Origin};
 pub use file::{MAX_FILE_SIZE, read_config_file};
 
-use crate::access::auth::Users;
+use crate::access::htpasswd::Users;
 use crate::access::{ClientRules, DestinationRules};
 use crate::access_log::AccessLog;
 use crate::request::Limits;
