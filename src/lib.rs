@@ -35,6 +35,7 @@ pub mod access;
 pub mod access_log;
 pub mod config;
 pub mod connection;
+pub mod deadline;
 pub mod dial;
 pub mod error;
 pub mod forward;
