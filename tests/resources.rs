@@ -135,6 +135,31 @@ async fn a_burst_past_max_connections_leaves_admitted_clients_their_descriptors(
     assert!(served, "no client was served after the burst");
 }
 
+/// Clients over `max_connections_per_client` cannot wait in the backlog (it does not know
+/// clients), so they are refused; but only a bounded number at a time get a 503 and its
+/// lingering close (each holds a descriptor): the rest are closed at once.
+#[tokio::test]
+async fn refusals_past_max_connections_per_client_are_bounded() {
+    const CLIENTS: usize = 300;
+    let echo = echo_server().await;
+    let proxy = Proxy::start(&open_config("    max_connections_per_client 1;"));
+    let _held = tunnel(proxy.addr(), &echo.to_string()).await;
+    let mut refused = silent_clients(proxy.addr(), CLIENTS).await;
+    let (mut answered, mut closed) = (0, 0);
+    for client in &mut refused {
+        match read_to_close(client).await.status {
+            503 => answered += 1,
+            0 => closed += 1,
+            other => panic!("status {other}"),
+        }
+    }
+    assert!(answered > 0, "no client got a 503");
+    assert!(
+        closed > 0 && answered < CLIENTS,
+        "all {CLIENTS} refused clients were answered and held in a lingering close"
+    );
+}
+
 /// A client connection that has sent nothing holds no read buffer: thousands of them cost a
 /// few KiB each (the target is 8 KiB; a 16 KiB buffer taken at accept made it 24 KiB).
 #[tokio::test]
