@@ -334,10 +334,12 @@ fn bind_one(listen: &Listen) -> io::Result<TcpListener> {
 }
 
 /// Accepts while `max_connections` leaves a place. At the limit it stops accepting, as nginx
-/// and HAProxy do: new clients wait in the kernel's backlog, costing no descriptor, and are
-/// served in turn as places free up. A client over `max_connections_per_client` cannot be
-/// left there (the backlog does not know clients): it gets a fast 503, or, when many such
-/// answers are already being written, is closed at once.
+/// and HAProxy do: the client just accepted waits for a place, the next ones wait in the
+/// kernel's backlog, costing no descriptor, and all are served in turn as places free up.
+/// (Waiting for a place before `accept` would let every idle listener hold one.) A client
+/// over `max_connections_per_client` cannot be left waiting (the backlog does not know
+/// clients): it gets a fast 503, or, when many such answers are already being written, is
+/// closed at once.
 async fn accept_loop(
     listener: TcpListener,
     current: watch::Receiver<Arc<ServerContext>>,
@@ -345,12 +347,10 @@ async fn accept_loop(
     refusals: Arc<Semaphore>,
 ) {
     loop {
-        let permit = connections.acquire().await;
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let context = Arc::clone(&current.borrow());
                 let Some(client_permit) = context.per_client.try_acquire(peer.ip()) else {
-                    drop(permit);
                     let error = ProxyError::Overloaded("max_connections_per_client");
                     match Arc::clone(&refusals).try_acquire_owned() {
                         Ok(slot) => {
@@ -366,7 +366,7 @@ async fn accept_loop(
                     }
                     continue;
                 };
-                let places = Places::new(permit, client_permit);
+                let places = Places::new(connections.acquire().await, client_permit);
                 tokio::spawn(connection::serve(stream, peer, context, places));
             }
             Err(error) if is_per_connection(&error) => {}

@@ -135,6 +135,26 @@ async fn a_burst_past_max_connections_leaves_admitted_clients_their_descriptors(
     assert!(served, "no client was served after the burst");
 }
 
+/// An idle listener holds no place: with two listeners and `max_connections 2`, two clients
+/// of the same listener are both served.
+#[tokio::test]
+async fn an_idle_listener_holds_no_place() {
+    let echo = echo_server().await;
+    let config = "max_connections 2;\nserver {\n    listen 127.0.0.1:0;\n    listen 127.0.0.1:0;\n    \
+                  proxy_connect;\n    proxy_connect_allow all;\n    destination_allow 127.0.0.0/8;\n}\n";
+    let proxy = Proxy::start_with(config, 2);
+    let _first = tunnel(proxy.addrs[0], &echo.to_string()).await;
+    let second = tokio::time::timeout(
+        Duration::from_secs(10),
+        tunnel(proxy.addrs[0], &echo.to_string()),
+    )
+    .await;
+    assert!(
+        second.is_ok(),
+        "the second place is held by the idle listener"
+    );
+}
+
 /// Clients over `max_connections_per_client` cannot wait in the backlog (it does not know
 /// clients), so they are refused; but only a bounded number at a time get a 503 and its
 /// lingering close (each holds a descriptor): the rest are closed at once.
