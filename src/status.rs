@@ -41,7 +41,7 @@ pub fn bind(status: &StatusListen) -> Result<TcpListener, String> {
 }
 
 /// Serves the status listener until the task is dropped. Each connection runs in its own
-/// task. When [`MAX_CONNECTIONS`] are open, the oldest is closed to make room: a health check
+/// task. When `MAX_CONNECTIONS` are open, the oldest is closed to make room: a health check
 /// is answered in a moment, so the oldest is the one most likely idle, and idle connections
 /// can never lock a load balancer's check out (refusing the newest would let them).
 pub async fn serve(listener: TcpListener) {
