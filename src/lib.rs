@@ -27,6 +27,7 @@
 //!   an idle upstream pool; [`stream`] is the buffered socket it and [`request`] read from.
 //! - [`access`] decides who may use the proxy and where it may go (allow/deny, proxy
 //!   authentication, destination rules); [`limits`] counts connections.
+//! - [`deadline`] computes deadlines that cannot overflow, whatever time a caller passes.
 //! - [`config`] reads the nginx-syntax configuration; [`template`] expands `$variables`.
 //! - [`access_log`] writes one line per request off the event loop; [`metrics`] counts, and
 //!   [`status`] serves the counts (`/metrics`) and `/healthz` on `status_listen`.
@@ -35,6 +36,7 @@ pub mod access;
 pub mod access_log;
 pub mod config;
 pub mod connection;
+pub mod deadline;
 pub mod dial;
 pub mod error;
 pub mod forward;
