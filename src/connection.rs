@@ -7,98 +7,26 @@
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-use crate::access::{Auth, OwnListeners};
 use crate::access_log::{AccessLog, Client, Entry};
 use crate::config::{ConnectVar, Server};
+use crate::context::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
-use crate::forward::{self, Next, Pool, Report};
-use crate::limits::{PerClient, Places};
+use crate::forward::{self, Next, Report};
+use crate::limits::Places;
 use crate::metrics::{self, Mode, Refusal};
-use crate::request::{Head, Limits, ReadError, read_head};
-use crate::resolve::Resolver;
+use crate::request::{Head, ReadError, read_head};
 use crate::stream::{Conn, reset};
 use crate::target::Target;
 use crate::tunnel::{self, Early, Outcome};
 use crate::upstream;
-
-/// Everything a connection accepted by one `server` block needs.
-pub struct ServerContext {
-    pub config: Server,
-    pub resolver: Resolver,
-    pub limits: Limits,
-    /// Idle upstream connections for forwarded requests.
-    pub pool: Pool,
-    /// `auth_basic` with its users, when on.
-    pub auth: Option<Auth>,
-    /// Every address this process listens on: never a destination.
-    pub own_listeners: Arc<OwnListeners>,
-    /// Connections open per client address.
-    pub per_client: Arc<PerClient>,
-    /// Becomes true when the proxy stops: connections waiting for a request close.
-    pub stopping: watch::Receiver<bool>,
-    /// Becomes true when open connections must end now (fast shutdown): tunnels close.
-    pub closing: watch::Receiver<bool>,
-    /// The context a reload put in this one's place on the same listener.
-    pub successor: OnceLock<Arc<ServerContext>>,
-}
-
-impl ServerContext {
-    /// Records that a reload replaced this context by `next` (the first replacement counts).
-    pub fn succeed(&self, next: &Arc<ServerContext>) {
-        let _ = self.successor.set(Arc::clone(next));
-    }
-
-    /// The context now serving the listener this one served: a keep-alive connection judges
-    /// each new request by it, so a reload reaches connections already open.
-    fn latest(self: &Arc<Self>) -> Arc<ServerContext> {
-        let mut latest = self;
-        while let Some(next) = latest.successor.get() {
-            latest = next;
-        }
-        Arc::clone(latest)
-    }
-
-    /// Resolves once the proxy is stopping.
-    async fn stopping(&self) {
-        let mut stopping = self.stopping.clone();
-        let _ = stopping.wait_for(|&stopping| stopping).await;
-    }
-
-    /// Resolves once open connections must end now.
-    async fn closing(&self) {
-        let mut closing = self.closing.clone();
-        let _ = closing.wait_for(|&closing| closing).await;
-    }
-
-    /// Whether any location forwards plain-HTTP requests.
-    fn forwards(&self) -> bool {
-        self.config.locations.iter().any(|l| l.proxy_pass)
-    }
-
-    /// Whether any access log of this server may write a line.
-    fn logs(&self) -> bool {
-        let locations = self.config.locations.iter().map(|l| &l.access_log);
-        std::iter::once(&self.config.access_log)
-            .chain(locations)
-            .any(|log| !log.is_off())
-    }
-
-    /// The access log of the location that served a forwarded request, or the server's.
-    fn access_log(&self, location: Option<usize>) -> &AccessLog {
-        location
-            .and_then(|i| self.config.locations.get(i))
-            .map_or(&self.config.access_log, |l| &l.access_log)
-    }
-}
 
 /// `$connection`: connections accepted so far.
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);

@@ -14,7 +14,9 @@
 //! - [`server`] binds the listeners of every `server { }` block, accepts connections, and on
 //!   `SIGHUP` reloads a new configuration into the listeners without touching open ones.
 //! - [`connection`] drives one client connection from its first byte to its close, and is the
-//!   one place that turns a failure into an HTTP status.
+//!   one place that writes a failure's answer; [`error`] decides its status and how it counts.
+//! - [`context`] is what the connections of one `server` block share: configuration,
+//!   resolver, upstream pool, and the signals that stop them.
 //! - [`request`] reads and validates the request head (size limits, timeouts, strict syntax).
 //! - [`target`] parses the CONNECT authority (`host:port`, `[v6]:port`).
 //! - [`resolve`] turns a host name into addresses (hickory-resolver, `resolver` directive).
@@ -36,6 +38,7 @@ pub mod access;
 pub mod access_log;
 pub mod config;
 pub mod connection;
+pub mod context;
 pub mod deadline;
 pub mod dial;
 pub mod error;

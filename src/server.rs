@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 
 use crate::access::{Auth, OwnListeners};
 use crate::config::{Config, Listen, Origin, Server};
-use crate::connection::{self, ServerContext};
+use crate::connection;
+use crate::context::ServerContext;
 use crate::error::ProxyError;
 use crate::forward::Pool;
 use crate::limits::{Gauge, PerClient, Places};

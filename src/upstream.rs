@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::connection::ServerContext;
+use crate::context::ServerContext;
 use crate::dial::{DialOptions, dial};
 use crate::error::ProxyError;
 use crate::metrics::{self, ConnectFailure};

@@ -28,7 +28,7 @@ use self::body::{BodyError, Encoding, Pipe};
 use self::framing::Framing;
 use self::headers::{ClientFraming, RequestInfo, ResponseHead};
 use crate::config::Forwarding;
-use crate::connection::ServerContext;
+use crate::context::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
 use crate::request::Head;
