@@ -23,6 +23,7 @@ use crate::forward::{self, Next, Report};
 use crate::limits::Places;
 use crate::metrics::{self, Mode, Refusal};
 use crate::request::{Head, ReadError, read_head};
+use crate::route;
 use crate::stream::{Conn, reset};
 use crate::target::Target;
 use crate::tunnel::{self, Early, Outcome};
@@ -157,7 +158,8 @@ async fn admit(
     Ok(Some(user))
 }
 
-/// Serves a CONNECT: policy, resolve, dial, `200`, then [`hand_over`] to a tunnel task.
+/// Serves a CONNECT: policy, route, reach the upstream, `200`, then [`hand_over`] to a tunnel
+/// task.
 async fn connect(
     mut client: Conn,
     head: &Head,
@@ -176,8 +178,10 @@ async fn connect(
         timeout: config.connect_timeout,
         bind: config.connect_bind,
     };
+    let route = route::pick(ctx, &target);
     let dialled = upstream::connect(
         ctx,
+        &route,
         &target,
         config.connect_address,
         options,

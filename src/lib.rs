@@ -22,7 +22,9 @@
 //! - [`resolve`] turns a host name into addresses (hickory-resolver, `resolver` directive).
 //! - [`dial`] connects upstream: several addresses raced as RFC 8305 says, one timeout, an
 //!   optional source address.
-//! - [`upstream`] is the one path to an origin: [`resolve`] then [`dial`].
+//! - [`route`] picks the way to a destination (direct today; a parent proxy next), and
+//!   [`upstream`] is the one path to an origin along it: on a direct route, the destination
+//!   rules, [`resolve`], then [`dial`].
 //! - [`tunnel`] moves bytes both ways, passing half-closes on, until both directions are done;
 //!   on Linux through [`splice`] pipes.
 //! - [`forward`] forwards plain-HTTP requests: header hygiene, strict framing, streamed bodies,
@@ -47,6 +49,7 @@ pub mod limits;
 pub mod metrics;
 pub mod request;
 pub mod resolve;
+pub mod route;
 pub mod server;
 #[cfg(target_os = "linux")]
 pub mod splice;

@@ -1,5 +1,11 @@
 //! Reaching an upstream: the one path that CONNECT tunnels and forwarded requests share, so
 //! the destination rules hold for both.
+//!
+//! The caller picks the [`Route`] ([`crate::route::pick`]); [`connect`] goes that way and
+//! hands back the connection with what the access log needs: the address reached, the route,
+//! and how long each step took. A new route is one more arm in [`connect`]; a parent proxy's
+//! arm returns the connection to the parent (for a CONNECT, with the tunnel already granted
+//! and any bytes the parent sent after its answer kept for the client).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -11,6 +17,7 @@ use crate::context::ServerContext;
 use crate::dial::{DialOptions, dial};
 use crate::error::ProxyError;
 use crate::metrics::{self, ConnectFailure};
+use crate::route::Route;
 use crate::target::Target;
 
 /// How long reaching an upstream took, for the access log. A step that did not happen stays
@@ -27,21 +34,26 @@ pub struct Timings {
 #[derive(Debug)]
 pub struct Upstream {
     pub stream: TcpStream,
-    /// The address connected to.
+    /// The address connected to (`$upstream_addr`): the origin's on a direct route.
     pub addr: SocketAddr,
+    /// The way it was reached.
+    pub route: Route,
 }
 
-/// Checks `target` against the destination rules, resolves it (unless `address` overrides
-/// it, as `proxy_connect_address` does), drops every address the rules refuse, and connects to
-/// one of the rest. `timings` records how long resolving and connecting took, failed or not.
+/// Reaches `target` along `route`. `address` overrides resolving, as `proxy_connect_address`
+/// does; `timings` records how long resolving and connecting took, failed or not. A failure
+/// is counted in the metrics by its cause.
 pub async fn connect(
     ctx: &ServerContext,
+    route: &Route,
     target: &Target,
     address: Option<(IpAddr, Option<u16>)>,
     options: DialOptions,
     timings: &mut Timings,
 ) -> Result<Upstream, ProxyError> {
-    let result = reach(ctx, target, address, options, timings).await;
+    let result = match route {
+        Route::Direct => direct(ctx, target, address, options, timings).await,
+    };
     if let Err(error) = &result
         && let Some(cause) = ConnectFailure::of(error)
     {
@@ -50,7 +62,10 @@ pub async fn connect(
     result
 }
 
-async fn reach(
+/// The direct route: checks `target` against the destination rules, resolves it (unless
+/// `address` overrides it), drops every address the rules refuse, and connects to one of the
+/// rest.
+async fn direct(
     ctx: &ServerContext,
     target: &Target,
     address: Option<(IpAddr, Option<u16>)>,
@@ -101,5 +116,9 @@ async fn reach(
     let dialled = dial(&allowed, &target.to_string(), options).await;
     timings.connect = Some(started.elapsed());
     let (stream, addr) = dialled?;
-    Ok(Upstream { stream, addr })
+    Ok(Upstream {
+        stream,
+        addr,
+        route: Route::Direct,
+    })
 }

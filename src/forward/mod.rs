@@ -2,8 +2,9 @@
 //! name, as `proxy_pass http://$http_host$request_uri;` does in nginx, but with the URI — never
 //! a Host header — deciding where the request goes.
 //!
-//! One request at a time: check the target, the framing and the policy; take an idle upstream
-//! connection or open one (the same resolve and dial path as CONNECT); send sluice's own head;
+//! One request at a time: check the target, the framing and the policy; pick the route; take
+//! an idle upstream connection kept for that route and destination, or open one (the same
+//! [`upstream::connect`] as CONNECT); send sluice's own head;
 //! then stream the body up while relaying the response down, so `Expect: 100-continue` and
 //! early answers work; finally say whether the client connection may carry another request.
 
@@ -16,7 +17,7 @@ mod uri;
 
 pub use chunked::{Chunk, ChunkError, ChunkedDecoder};
 pub use framing::refuse_connect_body;
-pub use pool::Pool;
+pub use pool::{Pool, PoolKey};
 pub use uri::AbsoluteUri;
 
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use crate::context::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
 use crate::request::Head;
+use crate::route::{self, Route};
 use crate::stream::{Conn, HeadError, ReadBuf, reset, write_all};
 use crate::upstream::{self, Timings, Upstream};
 
@@ -117,6 +119,7 @@ pub async fn forward(
         framing,
         upgrade: upgrade.as_deref(),
         request: headers::request_head(&info, framing, upgrade.as_deref(), forwarding),
+        route: route::pick(ctx, &uri.target),
         destination: uri.target.to_string(),
         peer,
         tally: Tally::default(),
@@ -125,8 +128,9 @@ pub async fn forward(
     // request. Only an idempotent request without body bytes may be sent again (RFC 9110
     // §9.2.2): the origin may have acted on it already, and a body read from the client is gone.
     let replayable = is_idempotent(&head.method) && no_body_bytes(framing);
+    let pool_key = exchange.pool_key();
     for _ in 0..POOLED_ATTEMPTS {
-        let Some(upstream) = ctx.pool.take(&exchange.destination) else {
+        let Some(upstream) = ctx.pool.take(&pool_key) else {
             break;
         };
         report.upstream = Some(upstream.addr);
@@ -140,7 +144,15 @@ pub async fn forward(
         bind: config.connect_bind,
     };
     report.timings = Timings::default();
-    let connected = upstream::connect(ctx, &uri.target, None, options, &mut report.timings).await;
+    let connected = upstream::connect(
+        ctx,
+        &exchange.route,
+        &uri.target,
+        None,
+        options,
+        &mut report.timings,
+    )
+    .await;
     let upstream = connected?;
     report.upstream = Some(upstream.addr);
     let result = exchange.run(client, upstream).await;
@@ -181,13 +193,23 @@ struct Exchange<'a> {
     upgrade: Option<&'a str>,
     /// The head sent to the origin.
     request: Vec<u8>,
-    /// `host:port`, the key of the upstream pool.
+    /// The way to the origin, picked once for the request.
+    route: Route,
+    /// `host:port`, as the request named it.
     destination: String,
     peer: SocketAddr,
     tally: Tally,
 }
 
 impl Exchange<'_> {
+    /// Where idle connections that can carry this request are kept.
+    fn pool_key(&self) -> PoolKey {
+        PoolKey {
+            route: self.route.clone(),
+            destination: self.destination.clone(),
+        }
+    }
+
     fn settle(
         &self,
         result: Result<Next, Attempt>,
@@ -208,8 +230,12 @@ impl Exchange<'_> {
 
     /// Sends the request on `upstream` and relays the answer.
     async fn run(&self, client: &mut Conn, upstream: Upstream) -> Result<Next, Attempt> {
-        let addr = upstream.addr;
-        let mut upstream = Conn::new(upstream.stream);
+        let Upstream {
+            stream,
+            addr,
+            route,
+        } = upstream;
+        let mut upstream = Conn::new(stream);
         if write_all(
             &upstream.stream,
             &self.request,
@@ -297,8 +323,9 @@ impl Exchange<'_> {
                     let idle = Upstream {
                         stream: upstream.stream,
                         addr,
+                        route,
                     };
-                    self.ctx.pool.put(&self.destination, idle);
+                    self.ctx.pool.put(&self.pool_key(), idle);
                 }
                 Ok(if close_client || !body_finished {
                     Next::Close
