@@ -21,7 +21,7 @@ use crate::dial::DialOptions;
 use crate::error::ProxyError;
 use crate::forward::{self, Next, Report};
 use crate::limits::Places;
-use crate::metrics::{self, Mode, Refusal};
+use crate::metrics::{self, Mode};
 use crate::request::{Head, ReadError, read_head};
 use crate::route;
 use crate::stream::{Conn, reset};
@@ -360,7 +360,7 @@ async fn refuse_logged(
     log: &AccessLog,
     error: ProxyError,
 ) {
-    let (status, _) = error.status();
+    let status = error.class().status;
     let request = entry
         .head
         .as_deref()
@@ -393,7 +393,7 @@ pub async fn refuse(mut client: TcpStream, error: ProxyError) {
 /// Writes the error response, counting a refusal by policy or limit. The sizes of its head
 /// and body if it was written.
 async fn answer(client: &mut TcpStream, error: &ProxyError) -> Option<(u64, u64)> {
-    if let Some(reason) = Refusal::of(error) {
+    if let Some(reason) = error.class().refusal {
         metrics::get().refused(reason);
     }
     let response = error.response();

@@ -402,7 +402,9 @@ async fn accept_loop(
                             });
                         }
                         Err(_) => {
-                            crate::metrics::get().refused(crate::metrics::Refusal::Limit);
+                            if let Some(reason) = error.class().refusal {
+                                crate::metrics::get().refused(reason);
+                            }
                             drop(stream);
                         }
                     }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::context::ServerContext;
 use crate::dial::{DialOptions, dial};
 use crate::error::ProxyError;
-use crate::metrics::{self, ConnectFailure};
+use crate::metrics;
 use crate::route::Route;
 use crate::target::Target;
 
@@ -55,7 +55,7 @@ pub async fn connect(
         Route::Direct => direct(ctx, target, address, options, timings).await,
     };
     if let Err(error) = &result
-        && let Some(cause) = ConnectFailure::of(error)
+        && let Some(cause) = error.class().connect_failure
     {
         metrics::get().connect_failed(cause);
     }
