@@ -1,9 +1,10 @@
 //! One client connection, from its first byte to its close.
 //!
-//! Read a head. A CONNECT this server may serve is resolved and dialled, answered `200`, and
-//! the connection becomes a tunnel. An absolute-form request is forwarded, and the connection
-//! reads its next request if both sides allow it. Any failure before the client got an answer
-//! becomes one error response, written here and nowhere else, followed by a close.
+//! Read a head. A CONNECT this server may serve reaches its upstream along its route, is
+//! answered `200`, and the connection becomes a tunnel. Any other request goes to [`forward`],
+//! which forwards it or refuses it, and the connection reads its next request if both sides
+//! allow it. Any failure before the client got an answer becomes one error response, written
+//! here and nowhere else, followed by a close.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -19,7 +20,7 @@ use crate::config::{ConnectVar, Server};
 use crate::context::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
-use crate::forward::{self, Next, Report};
+use crate::forward::{self, Next};
 use crate::limits::Places;
 use crate::metrics::{self, Mode};
 use crate::request::{Head, ReadError, read_head};
@@ -86,19 +87,9 @@ pub async fn serve(
         if head.method == "CONNECT" {
             return connect(client, &head, entry, &ctx, places).await;
         }
-        if !ctx.forwards() {
-            let error = not_connect(&head);
-            return refuse_logged(client.stream, entry, &config.access_log, error).await;
-        }
-        let mut report = Report::default();
-        let result = forward::forward(&mut client, &head, peer, &ctx, &mut report).await;
-        let log = ctx.access_log(report.location);
+        let result = forward::forward(&mut client, &head, peer, &ctx, &mut entry).await;
+        let log = ctx.access_log(entry.location);
         entry.bytes_received = client.buf.consumed() - consumed;
-        entry.status = report.status.unwrap_or(0);
-        entry.bytes_sent = report.head_sent + report.body_sent;
-        entry.body_bytes_sent = report.body_sent;
-        entry.upstream = report.upstream;
-        entry.timings = report.timings;
         match result {
             Ok(Next::KeepAlive) => {
                 finish(&entry, log, Some(Mode::Forward));
@@ -125,7 +116,7 @@ pub async fn serve(
                     upstream,
                     early,
                 };
-                return hand_over(tunnel, entry, report.location, &ctx, places);
+                return hand_over(tunnel, entry, &ctx, places);
             }
             Err(error) => return refuse_logged(client.stream, entry, log, error).await,
         }
@@ -213,7 +204,7 @@ async fn connect(
         upstream: upstream.stream,
         early,
     };
-    hand_over(tunnel, entry, None, ctx, places);
+    hand_over(tunnel, entry, ctx, places);
 }
 
 /// A connection that became a tunnel (after a CONNECT's `200` or an upgrade's `101`).
@@ -225,16 +216,11 @@ struct Tunnel {
 
 /// Runs `tunnel` in a task of its own, which holds only what a tunnel needs while the
 /// connection's task (sized for the largest thing a connection may do) ends: an idle tunnel
-/// costs a few hundred bytes. The tunnel is logged, in the log of `location` if a location
-/// served it, and counted when it ends; `places` are given back then.
-fn hand_over(
-    tunnel: Tunnel,
-    entry: Entry<'_>,
-    location: Option<usize>,
-    ctx: &Arc<ServerContext>,
-    places: Places,
-) {
-    let mut entry = entry.detach(!ctx.access_log(location).is_off());
+/// costs a few hundred bytes. The tunnel is logged, in the log of the location that served it
+/// if one did, and counted when it ends; `places` are given back then.
+fn hand_over(tunnel: Tunnel, entry: Entry<'_>, ctx: &Arc<ServerContext>, places: Places) {
+    let logged = !ctx.access_log(entry.location).is_off();
+    let mut entry = entry.detach(logged);
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
         let _tunnel = metrics::get().tunnel();
@@ -251,7 +237,7 @@ fn hand_over(
             outcome.end,
         );
         carried(&mut entry, &outcome);
-        finish(&entry, ctx.access_log(location), Some(Mode::Tunnel));
+        finish(&entry, ctx.access_log(entry.location), Some(Mode::Tunnel));
         drop(places);
     });
 }
@@ -280,8 +266,7 @@ async fn run_tunnel(tunnel: Tunnel, ctx: &ServerContext) -> Outcome {
 /// Adds what a tunnel carried to its request's byte counts.
 fn carried(entry: &mut Entry, outcome: &Outcome) {
     entry.bytes_received += outcome.up;
-    entry.bytes_sent += outcome.down;
-    entry.body_bytes_sent += outcome.down;
+    entry.sent(0, outcome.down);
 }
 
 /// Counts a finished request and writes its access log line.
@@ -316,18 +301,6 @@ fn connect_target(head: &Head, config: &Server) -> Result<Target, ProxyError> {
         return Err(ProxyError::PortNotAllowed(target.port));
     }
     Ok(target)
-}
-
-/// The answer to anything but CONNECT on a server that does not forward.
-fn not_connect(head: &Head) -> ProxyError {
-    if head.target.starts_with('/') || head.target == "*" {
-        ProxyError::BadRequest(
-            "this is a forward proxy: it serves only CONNECT requests (use it as an HTTPS proxy)"
-                .into(),
-        )
-    } else {
-        ProxyError::MethodNotAllowed("CONNECT")
-    }
 }
 
 /// The head that tells the client its tunnel is open.
@@ -374,8 +347,7 @@ async fn refuse_logged(
     entry.status = status;
     let written = answer(&mut client, &error).await;
     if let Some((head, body)) = written {
-        entry.bytes_sent += head + body;
-        entry.body_bytes_sent += body;
+        entry.sent(head, body);
     }
     finish(&entry, log, None);
     if written.is_some() {

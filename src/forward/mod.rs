@@ -21,13 +21,14 @@ pub use pool::{Pool, PoolKey};
 pub use uri::AbsoluteUri;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpStream;
 
 use self::body::{BodyError, Encoding, Pipe};
 use self::framing::Framing;
 use self::headers::{ClientFraming, RequestInfo, ResponseHead};
+use crate::access_log::Entry;
 use crate::config::Forwarding;
 use crate::context::ServerContext;
 use crate::dial::DialOptions;
@@ -60,40 +61,28 @@ pub enum Next {
     },
 }
 
-/// What a forwarded request did, for the access log and the metrics.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// The index of the location that served it, in the server's `locations`.
-    pub location: Option<usize>,
-    /// The status of the response head sent to the client (the origin's).
-    pub status: Option<u16>,
-    /// Bytes of response heads (interim ones included) written to the client.
-    pub head_sent: u64,
-    /// Bytes of response body written to the client, as framed on the wire.
-    pub body_sent: u64,
-    /// The origin's address.
-    pub upstream: Option<SocketAddr>,
-    /// Set when a new connection was opened for this request.
-    pub timings: Timings,
-}
-
-/// Forwards one request. `Err` means nothing was sent to the client yet and it gets that
-/// error as its answer. `report` says what happened either way.
+/// Forwards one request, or refuses one this server does not forward. `Err` means nothing was
+/// sent to the client yet and it gets that error as its answer. Either way `entry` gets what
+/// happened for the access log: the location that served it, the status and bytes sent to the
+/// client, the upstream and how long reaching it took.
 pub async fn forward(
     client: &mut Conn,
     head: &Head,
     peer: SocketAddr,
     ctx: &ServerContext,
-    report: &mut Report,
+    entry: &mut Entry<'_>,
 ) -> Result<Next, ProxyError> {
     let config = &ctx.config;
+    if !ctx.forwards() {
+        return Err(not_forwarded(head));
+    }
     let uri = AbsoluteUri::parse(&head.target)?;
     let path = uri.path_and_query.split('?').next().unwrap_or("/");
     let location = config
         .location_for(path)
         .filter(|l| l.proxy_pass)
-        .ok_or(ProxyError::MethodNotAllowed("CONNECT"))?;
-    report.location = config
+        .ok_or_else(|| not_forwarded(head))?;
+    entry.location = config
         .locations
         .iter()
         .position(|l| std::ptr::eq(l, location));
@@ -122,7 +111,6 @@ pub async fn forward(
         route: route::pick(ctx, &uri.target),
         destination: uri.target.to_string(),
         peer,
-        tally: Tally::default(),
     };
     // The origin may close a pooled connection just as it is taken, or after reading the
     // request. Only an idempotent request without body bytes may be sent again (RFC 9110
@@ -133,40 +121,44 @@ pub async fn forward(
         let Some(upstream) = ctx.pool.take(&pool_key) else {
             break;
         };
-        report.upstream = Some(upstream.addr);
-        match exchange.run(client, upstream).await {
+        entry.upstream = Some(upstream.addr);
+        match exchange.run(client, upstream, entry).await {
             Err(Attempt::Stale) if replayable => continue,
-            result => return exchange.settle(result, report),
+            result => return exchange.settle(result),
         }
     }
     let options = DialOptions {
         timeout: forwarding.connect_timeout,
         bind: config.connect_bind,
     };
-    report.timings = Timings::default();
+    entry.timings = Timings::default();
     let connected = upstream::connect(
         ctx,
         &exchange.route,
         &uri.target,
         None,
         options,
-        &mut report.timings,
+        &mut entry.timings,
     )
     .await;
     let upstream = connected?;
-    report.upstream = Some(upstream.addr);
-    let result = exchange.run(client, upstream).await;
-    exchange.settle(result, report)
+    entry.upstream = Some(upstream.addr);
+    let result = exchange.run(client, upstream, entry).await;
+    exchange.settle(result)
 }
 
-/// What one exchange wrote to the client, kept in atomics because the request body and the
-/// response are moved by two futures at once.
-#[derive(Default)]
-struct Tally {
-    /// 0 until a final (or 101) response head is chosen.
-    status: AtomicU16,
-    head_sent: AtomicU64,
-    body_sent: AtomicU64,
+/// The one answer to a request this server does not forward: `405`, as CONNECT is what it
+/// serves; on a server that forwards nothing, an origin-form request (a client that took the
+/// proxy for a web server) gets a `400` that says what this server is.
+fn not_forwarded(head: &Head) -> ProxyError {
+    if head.target.starts_with('/') || head.target == "*" {
+        ProxyError::BadRequest(
+            "this is a forward proxy: it serves only CONNECT requests (use it as an HTTPS proxy)"
+                .into(),
+        )
+    } else {
+        ProxyError::MethodNotAllowed("CONNECT")
+    }
 }
 
 /// How one attempt on one upstream connection failed.
@@ -198,7 +190,6 @@ struct Exchange<'a> {
     /// `host:port`, as the request named it.
     destination: String,
     peer: SocketAddr,
-    tally: Tally,
 }
 
 impl Exchange<'_> {
@@ -210,15 +201,8 @@ impl Exchange<'_> {
         }
     }
 
-    fn settle(
-        &self,
-        result: Result<Next, Attempt>,
-        report: &mut Report,
-    ) -> Result<Next, ProxyError> {
-        let status = self.tally.status.load(Ordering::Relaxed);
-        report.status = (status != 0).then_some(status);
-        report.head_sent = self.tally.head_sent.load(Ordering::Relaxed);
-        report.body_sent = self.tally.body_sent.load(Ordering::Relaxed);
+    /// The client's answer when the last attempt failed.
+    fn settle(&self, result: Result<Next, Attempt>) -> Result<Next, ProxyError> {
         result.map_err(|attempt| match attempt {
             Attempt::Stale => ProxyError::BadGateway(format!(
                 "{} closed the connection without answering",
@@ -228,8 +212,14 @@ impl Exchange<'_> {
         })
     }
 
-    /// Sends the request on `upstream` and relays the answer.
-    async fn run(&self, client: &mut Conn, upstream: Upstream) -> Result<Next, Attempt> {
+    /// Sends the request on `upstream` and relays the answer, counting what the client was
+    /// sent in `entry`.
+    async fn run(
+        &self,
+        client: &mut Conn,
+        upstream: Upstream,
+        entry: &mut Entry<'_>,
+    ) -> Result<Next, Attempt> {
         let Upstream {
             stream,
             addr,
@@ -281,7 +271,14 @@ impl Exchange<'_> {
                 }
                 sent
             };
-            let relay = self.relay(up_stream, up_buf, client_stream, &body_done, &answered);
+            let relay = self.relay(
+                up_stream,
+                up_buf,
+                client_stream,
+                &body_done,
+                &answered,
+                entry,
+            );
             tokio::pin!(send, relay);
             let mut sending = true;
             loop {
@@ -337,11 +334,14 @@ impl Exchange<'_> {
     }
 
     /// Writes a response head to the client, counting it.
-    async fn send_head(&self, client: &TcpStream, head: &[u8]) -> std::io::Result<()> {
+    async fn send_head(
+        &self,
+        client: &TcpStream,
+        head: &[u8],
+        entry: &mut Entry<'_>,
+    ) -> std::io::Result<()> {
         write_all(client, head, self.ctx.config.send_timeout).await?;
-        self.tally
-            .head_sent
-            .fetch_add(head.len() as u64, Ordering::Relaxed);
+        entry.sent(head.len() as u64, 0);
         Ok(())
     }
 
@@ -371,6 +371,7 @@ impl Exchange<'_> {
         client: &TcpStream,
         body_done: &AtomicBool,
         answered: &AtomicBool,
+        entry: &mut Entry<'_>,
     ) -> Result<Relayed, Attempt> {
         let read_timeout = self.forwarding.read_timeout;
         let send_timeout = self.ctx.config.send_timeout;
@@ -429,8 +430,8 @@ impl Exchange<'_> {
                         self.forwarding.via,
                     );
                     answered.store(true, Ordering::Relaxed);
-                    self.tally.status.store(101, Ordering::Relaxed);
-                    return Ok(match self.send_head(client, &head).await {
+                    entry.status = 101;
+                    return Ok(match self.send_head(client, &head, entry).await {
                         Ok(()) => Relayed::Upgraded,
                         Err(_) => Relayed::Aborted,
                     });
@@ -446,7 +447,7 @@ impl Exchange<'_> {
                             self.forwarding.via,
                         );
                         answered.store(true, Ordering::Relaxed);
-                        if self.send_head(client, &head).await.is_err() {
+                        if self.send_head(client, &head, entry).await.is_err() {
                             return Ok(Relayed::Aborted);
                         }
                     }
@@ -485,7 +486,7 @@ impl Exchange<'_> {
             self.forwarding.via,
         );
         answered.store(true, Ordering::Relaxed);
-        self.tally.status.store(response.status, Ordering::Relaxed);
+        entry.status = response.status;
         let mut pipe = Pipe {
             from: upstream,
             buf: up_buf,
@@ -497,12 +498,7 @@ impl Exchange<'_> {
             written: 0,
         };
         let moved = pipe.copy(framing, encoding).await;
-        self.tally
-            .head_sent
-            .fetch_add(pipe.head_written, Ordering::Relaxed);
-        self.tally
-            .body_sent
-            .fetch_add(pipe.written, Ordering::Relaxed);
+        entry.sent(pipe.head_written, pipe.written);
         log::debug!(
             "{} \"{} {}\" {}: {}",
             self.peer,
