@@ -8,8 +8,10 @@
 //! Today every route is [`Route::Direct`]. Parent proxies (`parent NAME { }` and
 //! `route PATTERN... NAME|direct;`) plug in here: a `Route::Parent` variant naming the parent,
 //! [`pick`] matching the server's `route` rules in written order, and a `Route::Parent` arm in
-//! [`crate::upstream::connect`] that dials the parent's servers (with failover) and, for a
-//! CONNECT, asks the parent for the tunnel. [`Route::name`] is what `$upstream_proxy` logs.
+//! the match of [`crate::upstream`] that dials the parent's servers (with failover) and, for a
+//! CONNECT, asks the parent for the tunnel. Forwarding through a parent sends the request in
+//! absolute form: the route is known to [`crate::forward`] before the request head is built.
+//! [`Route::name`] is what `$upstream_proxy` logs.
 
 use std::fmt;
 

@@ -3,9 +3,11 @@
 //!
 //! The caller picks the [`Route`] ([`crate::route::pick`]); [`connect`] goes that way and
 //! hands back the connection with what the access log needs: the address reached, the route,
-//! and how long each step took. A new route is one more arm in [`connect`]; a parent proxy's
-//! arm returns the connection to the parent (for a CONNECT, with the tunnel already granted
-//! and any bytes the parent sent after its answer kept for the client).
+//! and how long each step took. The destination rules that judge a name apply before any
+//! route; those that judge addresses apply, on the direct route, to every resolved address.
+//! A new route is one more arm in `reach`: a parent proxy's arm dials the parent's servers and
+//! returns the connection to the one that answered (for a CONNECT, with the tunnel already
+//! granted, and any bytes the parent sent after its answer kept for the client).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -51,9 +53,7 @@ pub async fn connect(
     options: DialOptions,
     timings: &mut Timings,
 ) -> Result<Upstream, ProxyError> {
-    let result = match route {
-        Route::Direct => direct(ctx, target, address, options, timings).await,
-    };
+    let result = reach(ctx, route, target, address, options, timings).await;
     if let Err(error) = &result
         && let Some(cause) = error.class().connect_failure
     {
@@ -62,9 +62,26 @@ pub async fn connect(
     result
 }
 
-/// The direct route: checks `target` against the destination rules, resolves it (unless
-/// `address` overrides it), drops every address the rules refuse, and connects to one of the
-/// rest.
+/// The destination rules that judge a name apply whatever the route; then the route's way.
+async fn reach(
+    ctx: &ServerContext,
+    route: &Route,
+    target: &Target,
+    address: Option<(IpAddr, Option<u16>)>,
+    options: DialOptions,
+    timings: &mut Timings,
+) -> Result<Upstream, ProxyError> {
+    // A host rule settles some names before any DNS query is sent.
+    if let Some(Err(denied)) = ctx.config.destinations.check_name(&target.host) {
+        return Err(ProxyError::DestinationDenied(denied.to_string()));
+    }
+    match route {
+        Route::Direct => direct(ctx, target, address, options, timings).await,
+    }
+}
+
+/// The direct route: resolves `target` (unless `address` overrides it), drops every address
+/// the destination rules or the loop guard refuse, and connects to one of the rest.
 async fn direct(
     ctx: &ServerContext,
     target: &Target,
@@ -73,10 +90,6 @@ async fn direct(
     timings: &mut Timings,
 ) -> Result<Upstream, ProxyError> {
     let rules = &ctx.config.destinations;
-    // A host rule settles some names before any DNS query is sent.
-    if let Some(Err(denied)) = rules.check_name(&target.host) {
-        return Err(ProxyError::DestinationDenied(denied.to_string()));
-    }
     let started = Instant::now();
     let addrs = match address {
         Some((ip, port)) => vec![SocketAddr::new(ip, port.unwrap_or(target.port))],

@@ -94,6 +94,7 @@ pub async fn forward(
     if !config.http_ports.allows(uri.target.port) {
         return Err(ProxyError::ForwardPortNotAllowed(uri.target.port));
     }
+    let route = route::pick(ctx, &uri.target);
     let upgrade = headers::upgrade_protocol(head);
     let forwarding = &location.forwarding;
     let info = RequestInfo {
@@ -108,7 +109,7 @@ pub async fn forward(
         framing,
         upgrade: upgrade.as_deref(),
         request: headers::request_head(&info, framing, upgrade.as_deref(), forwarding),
-        route: route::pick(ctx, &uri.target),
+        route,
         destination: uri.target.to_string(),
         peer,
     };
