@@ -5,6 +5,8 @@
 //! every directive's arguments are checked). Every error names `file:line`.
 
 mod build;
+mod cx;
+pub mod directive;
 mod error;
 mod lexer;
 mod syntax;
@@ -14,7 +16,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+pub use cx::{Cx, MAX_TIME};
 pub use error::{ConfigError, Origin};
+pub use syntax::Directive;
 
 use crate::access::auth::Users;
 use crate::access::{ClientRules, DestinationRules};

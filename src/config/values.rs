@@ -145,6 +145,23 @@ pub fn parse_flag(text: &str) -> Option<bool> {
     }
 }
 
+/// Ports a destination may have (`proxy_connect_allow`, `proxy_http_allow`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortList {
+    All,
+    /// Inclusive ranges; a single port is a range of one.
+    Ranges(Vec<(u16, u16)>),
+}
+
+impl PortList {
+    pub fn allows(&self, port: u16) -> bool {
+        match self {
+            PortList::All => true,
+            PortList::Ranges(ranges) => ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&port)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
