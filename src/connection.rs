@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::access::Auth;
 use crate::access_log::{AccessLog, Client, Entry};
-use crate::config::{ConnectVar, Server};
+use crate::connect::ConnectVar;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
 use crate::forward::{self, Next, Pool, Report};
@@ -24,6 +24,7 @@ use crate::limits::{PerClient, Places};
 use crate::metrics::{self, Mode, Refusal};
 use crate::request::{Head, Limits, ReadError, read_head};
 use crate::resolve::Resolver;
+use crate::settings::Server;
 use crate::stream::{Conn, reset};
 use crate::target::Target;
 use crate::tunnel::{self, Early, Outcome};
@@ -89,13 +90,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>,
     };
     let mut client = Conn::new(stream);
     let config = &ctx.config;
-    let mut idle = config.client_header_timeout;
+    let mut idle = config.client.header_timeout;
     let mut requests = 0;
     loop {
         let consumed = client.buf.consumed();
         // A stopping proxy lets requests and tunnels finish, but waits for no new request.
         let read = tokio::select! {
-            read = read_head(&mut client, ctx.limits, idle, config.client_header_timeout) => read,
+            read = read_head(&mut client, ctx.limits, idle, config.client.header_timeout) => read,
             () = ctx.stopping() => return,
         };
         requests += 1;
@@ -136,7 +137,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>,
         match result {
             Ok(Next::KeepAlive) => {
                 finish(&entry, log, Some(Mode::Forward));
-                idle = config.keepalive_timeout;
+                idle = config.client.keepalive_timeout;
             }
             Ok(Next::Close) => {
                 finish(&entry, log, Some(Mode::Forward));
@@ -174,7 +175,7 @@ async fn admit(
     peer: SocketAddr,
     ctx: &ServerContext,
 ) -> Result<Option<String>, ProxyError> {
-    if ctx.config.clients.check(peer.ip()).is_err() {
+    if ctx.config.access.clients.check(peer.ip()).is_err() {
         return Err(ProxyError::ClientDenied);
     }
     let Some(auth) = &ctx.auth else {
@@ -205,13 +206,13 @@ async fn connect(
     };
     entry.connect = Some(target.clone());
     let options = DialOptions {
-        timeout: config.connect_timeout,
-        bind: config.connect_bind,
+        timeout: config.connect.connect_timeout,
+        bind: config.connect.bind,
     };
     let dialled = upstream::connect(
         ctx,
         &target,
-        config.connect_address,
+        config.connect.address,
         options,
         &mut entry.timings,
     )
@@ -224,7 +225,7 @@ async fn connect(
     entry.status = 200;
     let response = established_response(config, &target, upstream.addr);
     let sent = tokio::time::timeout(
-        config.data_timeout,
+        config.connect.data_timeout,
         client.stream.write_all(response.as_bytes()),
     )
     .await;
@@ -266,7 +267,7 @@ fn hand_over(
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
         let _tunnel = metrics::get().tunnel();
-        let idle = ctx.config.data_timeout;
+        let idle = ctx.config.connect.data_timeout;
         let outcome = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle).await;
         log::debug!(
             "{} tunnel to {} ended after {:?}: {} bytes up, {} down, {:?}",
@@ -300,11 +301,11 @@ fn finish(entry: &Entry, log: &AccessLog, mode: Option<Mode>) {
 
 /// Checks a CONNECT against this server's policy and parses its target.
 fn connect_target(head: &Head, config: &Server) -> Result<Target, ProxyError> {
-    if !config.proxy_connect {
+    if !config.connect.enabled {
         return Err(ProxyError::ConnectDisabled);
     }
     let target = Target::parse_authority(&head.target)?;
-    if !config.connect_ports.allows(target.port) {
+    if !config.connect.ports.allows(target.port) {
         return Err(ProxyError::PortNotAllowed(target.port));
     }
     Ok(target)
@@ -324,7 +325,7 @@ fn not_connect(head: &Head) -> ProxyError {
 
 /// The head that tells the client its tunnel is open.
 fn established_response(config: &Server, target: &Target, upstream: SocketAddr) -> String {
-    let Some(template) = &config.connect_response else {
+    let Some(template) = &config.connect.response else {
         return format!(
             "HTTP/1.1 200 Connection Established\r\nProxy-agent: {}\r\n\r\n",
             crate::AGENT

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod cidr;
 mod destination;
+pub mod settings;
 
 pub use auth::Auth;
 pub use cidr::Cidr;

@@ -12,6 +12,7 @@ mod chunked;
 mod framing;
 mod headers;
 mod pool;
+pub mod settings;
 mod uri;
 
 pub use chunked::{Chunk, ChunkError, ChunkedDecoder};
@@ -26,13 +27,13 @@ use tokio::net::TcpStream;
 use self::body::{BodyError, Encoding, Pipe};
 use self::framing::Framing;
 use self::headers::{ClientFraming, RequestInfo, ResponseHead};
-use crate::config::Forwarding;
 use crate::connection::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
 use crate::request::Head;
 use crate::stream::{Conn, HeadError, ReadBuf, reset, write_all};
 use crate::upstream::{self, Timings, Upstream};
+use settings::Forwarding;
 
 /// The largest response head accepted from an origin.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -134,7 +135,7 @@ pub async fn forward(
     }
     let options = DialOptions {
         timeout: forwarding.connect_timeout,
-        bind: config.connect_bind,
+        bind: config.connect.bind,
     };
     report.timings = Timings::default();
     let connected = upstream::connect(ctx, &uri.target, None, options, &mut report.timings).await;
@@ -236,7 +237,7 @@ impl Exchange<'_> {
                     from: client_stream,
                     buf: client_buf,
                     to: up_stream,
-                    read_timeout: self.ctx.config.client_body_timeout,
+                    read_timeout: self.ctx.config.client.body_timeout,
                     write_timeout: self.forwarding.send_timeout,
                     head: Vec::new(),
                     head_written: 0,
@@ -308,7 +309,7 @@ impl Exchange<'_> {
 
     /// Writes a response head to the client, counting it.
     async fn send_head(&self, client: &TcpStream, head: &[u8]) -> std::io::Result<()> {
-        write_all(client, head, self.ctx.config.send_timeout).await?;
+        write_all(client, head, self.ctx.config.client.send_timeout).await?;
         self.tally
             .head_sent
             .fetch_add(head.len() as u64, Ordering::Relaxed);
@@ -343,7 +344,7 @@ impl Exchange<'_> {
         answered: &AtomicBool,
     ) -> Result<Relayed, Attempt> {
         let read_timeout = self.forwarding.read_timeout;
-        let send_timeout = self.ctx.config.send_timeout;
+        let send_timeout = self.ctx.config.client.send_timeout;
         let gateway = |error: ProxyError| {
             if answered.load(Ordering::Relaxed) {
                 Ok(Relayed::Aborted)

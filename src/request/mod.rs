@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+pub mod settings;
+
 use crate::error::ProxyError;
 use crate::stream::{Conn, HeadError};
 

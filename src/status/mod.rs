@@ -2,6 +2,8 @@
 //! health checks. Plain HTTP/1.1, one request per connection, and never a proxy: a CONNECT or
 //! an absolute-form request gets an error like any other unknown request.
 
+pub mod settings;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +12,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::config::StatusListen;
 use crate::metrics;
 use crate::request::{Head, Limits, ReadError, read_head};
 use crate::stream::{Conn, write_all};
+use settings::StatusListen;
 
 /// Status connections served at once; more are closed at accept. A scraper needs one.
 const MAX_CONNECTIONS: usize = 64;
