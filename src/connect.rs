@@ -136,6 +136,20 @@ fn response(cx: &Cx, directive: &Directive) -> Result<Template<ConnectVar>, Conf
             "\"proxy_connect_response\" must be a whole response head ending in \"\\r\\n\\r\\n\"",
         ));
     }
+    // The head's own line breaks are CRLF; a bare CR or LF, an empty line before the end
+    // (the client would read what follows as tunnel data) or a NUL would be misread.
+    let lines = &text[..text.len() - 4];
+    if text.contains('\0')
+        || lines
+            .split("\r\n")
+            .any(|l| l.is_empty() || l.contains(['\r', '\n']))
+    {
+        return Err(cx.error(
+            directive,
+            "\"proxy_connect_response\" may break lines only with \"\\r\\n\", may not hold an \
+             empty line before its end, and may not contain NUL",
+        ));
+    }
     Template::parse(text, ConnectVar::lookup).map_err(|reason| cx.error(directive, reason))
 }
 

@@ -6,8 +6,9 @@
 //! becomes one error response, written here and nowhere else, followed by a close.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,13 +46,38 @@ pub struct ServerContext {
     pub per_client: Arc<PerClient>,
     /// Becomes true when the proxy stops: connections waiting for a request close.
     pub stopping: watch::Receiver<bool>,
+    /// Becomes true when open connections must end now (fast shutdown): tunnels close.
+    pub closing: watch::Receiver<bool>,
+    /// The context a reload put in this one's place on the same listener.
+    pub successor: OnceLock<Arc<ServerContext>>,
 }
 
 impl ServerContext {
+    /// Records that a reload replaced this context by `next` (the first replacement counts).
+    pub fn succeed(&self, next: &Arc<ServerContext>) {
+        let _ = self.successor.set(Arc::clone(next));
+    }
+
+    /// The context now serving the listener this one served: a keep-alive connection judges
+    /// each new request by it, so a reload reaches connections already open.
+    fn latest(self: &Arc<Self>) -> Arc<ServerContext> {
+        let mut latest = self;
+        while let Some(next) = latest.successor.get() {
+            latest = next;
+        }
+        Arc::clone(latest)
+    }
+
     /// Resolves once the proxy is stopping.
     async fn stopping(&self) {
         let mut stopping = self.stopping.clone();
         let _ = stopping.wait_for(|&stopping| stopping).await;
+    }
+
+    /// Resolves once open connections must end now.
+    async fn closing(&self) {
+        let mut closing = self.closing.clone();
+        let _ = closing.wait_for(|&closing| closing).await;
     }
 
     /// Whether any location forwards plain-HTTP requests.
@@ -79,7 +105,12 @@ impl ServerContext {
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Serves one client connection to its end.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>, places: Places) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut ctx: Arc<ServerContext>,
+    places: Places,
+) {
     let _ = stream.set_nodelay(true);
     let _open = metrics::get().connection();
     let who = Client {
@@ -89,18 +120,21 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>,
         id: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
     };
     let mut client = Conn::new(stream);
-    let config = &ctx.config;
-    let mut idle = config.client.header_timeout;
+    let mut idle = ctx.config.client.header_timeout;
     let mut requests = 0;
     loop {
+        ctx = ctx.latest();
         let consumed = client.buf.consumed();
         // A stopping proxy lets requests and tunnels finish, but waits for no new request.
         let read = tokio::select! {
-            read = read_head(&mut client, ctx.limits, idle, config.client.header_timeout) => read,
+            read = read_head(&mut client, ctx.limits, idle, ctx.config.client.header_timeout) => read,
             () = ctx.stopping() => return,
         };
+        // A reload while the connection waited: the request is judged by the new context.
+        ctx = ctx.latest();
+        let config = &ctx.config;
         requests += 1;
-        let head = match read {
+        let mut head = match read {
             Ok(head) => head,
             Err(ReadError::Closed) => return,
             Err(ReadError::Refused(error)) => {
@@ -110,6 +144,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>,
                 return refuse_logged(client.stream, entry, &config.access_log, error).await;
             }
         };
+        if !config.client.underscores_in_headers {
+            drop_underscored(&mut head, peer);
+        }
         let mut entry = Entry::new(&who, requests, Some(&head));
         entry.bytes_received = client.buf.consumed() - consumed;
         match admit(&head, peer, &ctx).await {
@@ -267,8 +304,7 @@ fn hand_over(
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
         let _tunnel = metrics::get().tunnel();
-        let idle = ctx.config.connect.data_timeout;
-        let outcome = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle).await;
+        let outcome = run_tunnel(tunnel, &ctx).await;
         log::debug!(
             "{} tunnel to {} ended after {:?}: {} bytes up, {} down, {:?}",
             entry.client.peer,
@@ -286,6 +322,27 @@ fn hand_over(
     });
 }
 
+/// Runs a tunnel to its end, or until the proxy closes every connection (fast shutdown): then
+/// both sockets are shut down, so the tunnel ends at once with its byte counts and is logged.
+async fn run_tunnel(tunnel: Tunnel, ctx: &ServerContext) -> Outcome {
+    let sockets = [tunnel.client.as_raw_fd(), tunnel.upstream.as_raw_fd()];
+    let idle = ctx.config.connect.data_timeout;
+    let run = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle);
+    tokio::pin!(run);
+    tokio::select! {
+        outcome = &mut run => return outcome,
+        () = ctx.closing() => {}
+    }
+    for socket in sockets {
+        // SAFETY: `run` owns both sockets until it returns, and it has not returned, so each
+        // descriptor is still the tunnel's socket. shutdown(2) changes no memory.
+        unsafe {
+            libc::shutdown(socket, libc::SHUT_RDWR);
+        }
+    }
+    run.await
+}
+
 /// Adds what a tunnel carried to its request's byte counts.
 fn carried(entry: &mut Entry, outcome: &Outcome) {
     entry.bytes_received += outcome.up;
@@ -299,11 +356,27 @@ fn finish(entry: &Entry, log: &AccessLog, mode: Option<Mode>) {
     log.write(entry);
 }
 
+/// `underscores_in_headers off`, as in nginx: fields named with `_` are ignored, so an origin
+/// that reads `_` as `-` cannot be handed a second `Content-Length` or `Transfer-Encoding`.
+fn drop_underscored(head: &mut Head, peer: SocketAddr) {
+    head.headers.retain(|h| {
+        let keep = !h.name.contains('_');
+        if !keep {
+            log::debug!(
+                "{peer}: ignored the field \"{}\" (underscores_in_headers off)",
+                h.name
+            );
+        }
+        keep
+    });
+}
+
 /// Checks a CONNECT against this server's policy and parses its target.
 fn connect_target(head: &Head, config: &Server) -> Result<Target, ProxyError> {
     if !config.connect.enabled {
         return Err(ProxyError::ConnectDisabled);
     }
+    forward::refuse_connect_body(head)?;
     let target = Target::parse_authority(&head.target)?;
     if !config.connect.ports.allows(target.port) {
         return Err(ProxyError::PortNotAllowed(target.port));

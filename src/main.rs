@@ -99,8 +99,8 @@ fn run(mut config: Config, path: Option<PathBuf>) -> ExitCode {
         }
     };
     let code = runtime.block_on(async {
-        // Before the first "listening on": a SIGHUP or SIGUSR1 that arrives early must not
-        // kill sluice (their default action).
+        // Before the first "listening on": no signal an nginx operator sends (HUP, USR1, USR2,
+        // QUIT, WINCH) may kill sluice by its default action, even early.
         let mut signals = Signals::new();
         if let Err(error) = sluice::access_log::reopen_on_sigusr1() {
             log::warn!("cannot handle SIGUSR1, so access logs cannot be reopened: {error}");
@@ -117,35 +117,49 @@ fn run(mut config: Config, path: Option<PathBuf>) -> ExitCode {
         for (addr, origin) in proxy.listening() {
             log::info!("listening on {addr} (listen in {origin})");
         }
-        loop {
+        let stop = loop {
             match signals.next().await {
                 Signal::Reload => {
                     if let Some(reloaded) = reload(&mut proxy, path.as_deref()).await {
                         config = reloaded;
                     }
                 }
-                Signal::Stop(name) => {
-                    log::info!("{name} received: no longer accepting");
-                    break;
-                }
+                Signal::Ignored(name, why) => log::warn!("{name} received and ignored: {why}"),
+                Signal::Fast(name) => break Some(name),
+                Signal::Graceful => break None,
             }
-        }
+        };
         let draining = proxy.stop().await;
-        // Open tunnels and requests may finish, for up to shutdown_timeout; a second signal
-        // ends the wait at once.
-        if draining.open() > 0 {
-            log::info!(
-                "waiting up to {:?} for {} open connections (shutdown_timeout)",
-                config.shutdown_timeout,
-                draining.open()
-            );
-            tokio::select! {
-                () = draining.finished() => log::info!("all connections finished"),
-                () = tokio::time::sleep(config.shutdown_timeout) => {
-                    log::info!("shutdown_timeout passed: closing {} connections", draining.open());
-                }
-                signal = signals.next_stop() => log::info!("{signal} received again: exiting now"),
+        match stop {
+            Some(name) => {
+                log::info!(
+                    "{name} received: fast shutdown, closing {} open connections",
+                    draining.open()
+                );
+                draining.close().await;
             }
+            // Open tunnels and requests may finish, for up to shutdown_timeout; SIGTERM or
+            // SIGINT meanwhile ends the wait at once.
+            None if draining.open() > 0 => {
+                log::info!(
+                    "SIGQUIT received: graceful shutdown, no longer accepting; waiting up to {:?} \
+                     for {} open connections (shutdown_timeout)",
+                    config.shutdown_timeout,
+                    draining.open()
+                );
+                tokio::select! {
+                    () = draining.finished() => log::info!("all connections finished"),
+                    () = tokio::time::sleep(config.shutdown_timeout) => {
+                        log::info!("shutdown_timeout passed: closing {} connections", draining.open());
+                        draining.close().await;
+                    }
+                    name = signals.next_fast() => {
+                        log::info!("{name} received: closing {} connections now", draining.open());
+                        draining.close().await;
+                    }
+                }
+            }
+            None => log::info!("SIGQUIT received: graceful shutdown, no connections open"),
         }
         ExitCode::SUCCESS
     });
@@ -191,7 +205,7 @@ async fn reload(proxy: &mut Proxy, path: Option<&Path>) -> Option<Config> {
             }
             log_status_listener(proxy, &config);
             log::info!(
-                "reloaded {}: new connections use it; open connections keep the previous one",
+                "reloaded {}: new connections and the next request of open ones use it; open tunnels keep the previous one",
                 path.display()
             );
             Some(config)
@@ -213,19 +227,27 @@ fn log_status_listener(proxy: &Proxy, config: &Config) {
     }
 }
 
-/// What a signal asks of sluice.
+/// What a signal asks of sluice, as the same signal asks nginx.
 enum Signal {
-    /// `SIGTERM` or `SIGINT`, by name.
-    Stop(&'static str),
+    /// `SIGTERM` or `SIGINT`, by name: fast shutdown, every connection closed now.
+    Fast(&'static str),
+    /// `SIGQUIT`: graceful shutdown, open connections may finish.
+    Graceful,
     /// `SIGHUP`.
     Reload,
+    /// A signal nginx acts on that sluice has no use for, by name, and why.
+    Ignored(&'static str, &'static str),
 }
 
-/// The signals sluice acts on: `SIGTERM` and `SIGINT` stop it, `SIGHUP` reloads.
+/// The signals sluice acts on (`SIGUSR1`, reopening the access logs, is handled by the access
+/// log itself). Each is caught, so that none ends the process by its default action.
 struct Signals {
     term: Option<tokio::signal::unix::Signal>,
     int: Option<tokio::signal::unix::Signal>,
+    quit: Option<tokio::signal::unix::Signal>,
     hup: Option<tokio::signal::unix::Signal>,
+    usr2: Option<tokio::signal::unix::Signal>,
+    winch: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -234,23 +256,35 @@ impl Signals {
         Signals {
             term: signal(SignalKind::terminate()).ok(),
             int: signal(SignalKind::interrupt()).ok(),
+            quit: signal(SignalKind::quit()).ok(),
             hup: signal(SignalKind::hangup()).ok(),
+            usr2: signal(SignalKind::user_defined2()).ok(),
+            winch: signal(SignalKind::window_change()).ok(),
         }
     }
 
     /// The next signal.
     async fn next(&mut self) -> Signal {
         tokio::select! {
-            () = recv(&mut self.term) => Signal::Stop("SIGTERM"),
-            () = recv(&mut self.int) => Signal::Stop("SIGINT"),
+            () = recv(&mut self.term) => Signal::Fast("SIGTERM"),
+            () = recv(&mut self.int) => Signal::Fast("SIGINT"),
+            () = recv(&mut self.quit) => Signal::Graceful,
             () = recv(&mut self.hup) => Signal::Reload,
+            () = recv(&mut self.usr2) => Signal::Ignored(
+                "SIGUSR2",
+                "sluice does not upgrade its binary in place; restart it instead",
+            ),
+            () = recv(&mut self.winch) => Signal::Ignored(
+                "SIGWINCH",
+                "sluice has no worker processes to stop",
+            ),
         }
     }
 
-    /// The next stop signal's name; a `SIGHUP` meanwhile is ignored.
-    async fn next_stop(&mut self) -> &'static str {
+    /// The next fast-shutdown signal's name; any other signal meanwhile is ignored.
+    async fn next_fast(&mut self) -> &'static str {
         loop {
-            if let Signal::Stop(name) = self.next().await {
+            if let Signal::Fast(name) = self.next().await {
                 return name;
             }
         }

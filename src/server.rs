@@ -2,12 +2,13 @@
 //!
 //! Every `listen` of every `server` block becomes one socket; each accepted connection runs in
 //! its own task with the context (policy, resolver) of the block that owns the socket. A
-//! reload builds new contexts and hands them to the sockets it keeps; connections already
-//! accepted keep the context they started with, so open tunnels are never touched.
+//! reload builds new contexts and hands them to the sockets it keeps; a keep-alive connection
+//! of a kept socket judges its next request by the new context, while open tunnels are never
+//! touched. Per-client connection counts carry over to the new context.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -22,7 +23,7 @@ use crate::error::ProxyError;
 use crate::forward::Pool;
 use crate::limits::{Gauge, PerClient, Places};
 use crate::resolve::Resolver;
-use crate::settings::{Config, Listen};
+use crate::settings::{Config, Listen, Server};
 
 /// The listen backlog when `listen ... backlog=N` does not say; the kernel caps it at
 /// `net.core.somaxconn`.
@@ -35,6 +36,8 @@ pub struct Proxy {
     connections: Arc<Gauge>,
     /// Set once the proxy stops accepting; idle connections watch it.
     stopping: watch::Sender<bool>,
+    /// Set when open connections must end now (fast shutdown); tunnels watch it.
+    closing: watch::Sender<bool>,
     /// `status_listen`: `/metrics` and `/healthz`.
     status: Option<StatusListener>,
 }
@@ -112,6 +115,7 @@ impl Proxy {
             listeners: Vec::new(),
             connections: Gauge::new(config.max_connections),
             stopping: watch::channel(false).0,
+            closing: watch::channel(false).0,
             status: None,
         };
         proxy.reload(config).await?;
@@ -174,12 +178,18 @@ impl Proxy {
 
         // Nothing can fail from here on.
         self.connections.set_limit(config.max_connections);
+        for (context, server) in contexts.iter().zip(&config.servers) {
+            context
+                .per_client
+                .set_limit(server.max_connections_per_client);
+        }
         let mut listeners = Vec::with_capacity(kept.len() + fresh.len());
         let mut old: Vec<Option<Listener>> = self.listeners.drain(..).map(Some).collect();
         for &(index, server, origin) in &kept {
             // Options of a kept socket (backlog, reuseport) change only with a restart.
             let mut listener = old[index].take().expect("each listener is kept once");
-            listener.context.send_replace(Arc::clone(&contexts[server]));
+            let replaced = listener.context.send_replace(Arc::clone(&contexts[server]));
+            replaced.succeed(&contexts[server]);
             listener.origin = origin.clone();
             listeners.push(listener);
         }
@@ -227,7 +237,9 @@ impl Proxy {
         })
     }
 
-    /// One context per server block of `config`.
+    /// One context per server block of `config`. A block keeps the per-client counts of the
+    /// block that served its first address still listened on, so that a reload does not
+    /// forget who holds how many connections.
     fn contexts(
         &self,
         config: &Config,
@@ -250,11 +262,25 @@ impl Proxy {
                     pool: Pool::default(),
                     auth,
                     own_listeners: Arc::clone(own),
-                    per_client: PerClient::new(server.max_connections_per_client),
+                    per_client: self
+                        .counts_for(server)
+                        .unwrap_or_else(|| PerClient::new(server.max_connections_per_client)),
+                    successor: OnceLock::new(),
                     stopping: self.stopping.subscribe(),
+                    closing: self.closing.subscribe(),
                 }))
             })
             .collect()
+    }
+
+    /// The per-client counts of the running context at one of `server`'s addresses, if any.
+    fn counts_for(&self, server: &Server) -> Option<Arc<PerClient>> {
+        server.listen.iter().find_map(|listen| {
+            self.listeners
+                .iter()
+                .find(|l| l.configured == listen.addr)
+                .map(|l| Arc::clone(&l.context.borrow().per_client))
+        })
     }
 
     /// The status listener's address (`status_listen`), if there is one.
@@ -268,7 +294,8 @@ impl Proxy {
     }
 
     /// Stops accepting: closes the listeners (new clients are refused by the kernel), tells
-    /// idle connections to close, and returns what is needed to wait for the busy ones.
+    /// idle connections to close, and returns what is needed to wait for the busy ones, or to
+    /// close them.
     pub async fn stop(mut self) -> Draining {
         for mut listener in self.listeners.drain(..) {
             listener.close().await;
@@ -279,13 +306,19 @@ impl Proxy {
         let _ = self.stopping.send(true);
         Draining {
             connections: Arc::clone(&self.connections),
+            closing: self.closing.clone(),
         }
     }
 }
 
-/// The proxy after it stopped accepting: connections still open finish on their own.
+/// How long [`Draining::close`] waits for closed tunnels to write their access log lines.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
+
+/// The proxy after it stopped accepting: connections still open finish on their own, or are
+/// closed.
 pub struct Draining {
     connections: Arc<Gauge>,
+    closing: watch::Sender<bool>,
 }
 
 impl Draining {
@@ -299,6 +332,14 @@ impl Draining {
         while self.connections.open() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Closes every open tunnel now, and waits briefly (at most [`CLOSE_WAIT`]) until they
+    /// have ended and written their access log lines. Connections still busy after that are
+    /// dropped with the runtime.
+    pub async fn close(&self) {
+        self.closing.send_replace(true);
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.finished()).await;
     }
 }
 

@@ -497,9 +497,9 @@ async fn lines_are_flushed_when_the_proxy_stops() {
         "log_format port '$connect_port';",
         &format!("        access_log {} port;", log.display()),
     ));
-    // A tunnel still open when SIGTERM comes ends during the drain, and its line is written.
+    // A tunnel still open when SIGQUIT comes ends during the drain, and its line is written.
     let mut open = tunnel(proxy.addr(), &echo.to_string()).await;
-    proxy.signal(libc::SIGTERM);
+    proxy.signal(libc::SIGQUIT);
     tokio::time::sleep(Duration::from_millis(100)).await;
     open.shutdown().await.unwrap();
     let mut rest = Vec::new();

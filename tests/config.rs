@@ -1430,3 +1430,108 @@ fn absurd_timeouts_are_refused_or_harmless() {
         assert!(answer.starts_with("HTTP/1.1 5"), "{answer:?}\nlog:\n{log}");
     }
 }
+
+#[test]
+fn underscores_in_headers_takes_on_or_off() {
+    assert_clean(&server("    underscores_in_headers on;"));
+    assert_clean(&server("    underscores_in_headers off;"));
+    assert_refused(
+        &server("    underscores_in_headers yes;"),
+        4,
+        "invalid value \"yes\" in \"underscores_in_headers\" directive, it must be \"on\" or \"off\"",
+    );
+}
+
+/// CR, LF or NUL in a value that is written into a header would split the line on the wire:
+/// refused, whether written as an escape, a literal line break inside quotes, or a raw byte.
+#[test]
+fn line_breaks_in_values_sent_on_the_wire_are_refused() {
+    let in_location = |body: &str| server(&format!("    location / {{\n{body}\n    }}"));
+    let header = "invalid value in \"proxy_set_header\" directive: \
+                  CR, LF and NUL are not allowed in a value sent in a header";
+    assert_refused(
+        &in_location("        proxy_set_header X-A \"a\\r\\nInjected: 1\";"),
+        5,
+        header,
+    );
+    assert_refused(
+        &in_location("        proxy_set_header X-A \"a\nInjected: 1\";"),
+        5,
+        header,
+    );
+    assert_refused(
+        &in_location("        proxy_set_header X-A \"a\0b\";"),
+        5,
+        header,
+    );
+    assert_refused(
+        &in_location("        proxy_set_header \"X-A\\r\\nB\" x;"),
+        5,
+        "invalid header name \"X-A\r\nB\"",
+    );
+    let realm = "invalid realm in \"auth_basic\" directive: \
+                 CR, LF and NUL are not allowed in a value sent in a header";
+    assert_refused(
+        &server("    auth_basic \"a\\r\\nSet-Cookie: x\";"),
+        4,
+        realm,
+    );
+    assert_refused(&server("    auth_basic \"a\nb\";"), 4, realm);
+    assert_refused(&server("    auth_basic \"a\0b\";"), 4, realm);
+    let head = "\"proxy_connect_response\" may break lines only with \"\\r\\n\", may not hold an \
+                empty line before its end, and may not contain NUL";
+    for response in [
+        "HTTP/1.1 200 OK\\nX-A: 1\\r\\n\\r\\n",
+        "HTTP/1.1 200 OK\\r\\nX-A: 1\\rX-B: 2\\r\\n\\r\\n",
+        "HTTP/1.1 200 OK\\r\\n\\r\\nsmuggled\\r\\n\\r\\n",
+        "HTTP/1.1 200 OK\\r\\nX-A: \0\\r\\n\\r\\n",
+        "HTTP/1.1 200 OK\n\\r\\n\\r\\n",
+    ] {
+        assert_refused(
+            &server(&format!("    proxy_connect_response \"{response}\";")),
+            4,
+            head,
+        );
+    }
+}
+
+/// `-c /dev/zero` (or any file that is not a regular one) fails at once, with a reason,
+/// whether testing or starting.
+#[test]
+fn a_config_that_is_not_a_regular_file_fails_at_once() {
+    for args in [
+        &["-t", "-c", "/dev/zero"][..],
+        &["-c", "/dev/zero"],
+        &["-c", "/"],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sluice runs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("sluice {args:?} still running after 20 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+        let path = args.last().unwrap();
+        assert!(
+            stderr.starts_with(&format!(
+                "sluice: [emerg] cannot read the configuration file \"{path}\": not a regular file\n"
+            )),
+            "{args:?}: {stderr}"
+        );
+    }
+}

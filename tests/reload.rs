@@ -192,14 +192,14 @@ async fn a_reload_whose_new_listener_cannot_be_bound_changes_nothing() {
 }
 
 #[tokio::test]
-async fn sighup_then_sigterm_still_drains_and_exits() {
+async fn sighup_then_sigquit_still_drains_and_exits() {
     let echo = echo_server().await;
     let mut proxy = Proxy::start(&format!("shutdown_timeout 10s;\n{}", open_config("")));
     let mut open = tunnel(proxy.addr(), &echo.to_string()).await;
     let shorter = format!("shutdown_timeout 1s;\n{}", open_config(""));
     std::fs::write(proxy.config_path(), shorter).unwrap();
     assert!(sighup(&proxy).await.contains("reloaded "));
-    proxy.signal(libc::SIGTERM);
+    proxy.signal(libc::SIGQUIT);
     // The tunnel is still open while draining...
     assert_echoes(&mut open, b"draining").await;
     // ... until the reloaded shutdown_timeout (1 s, not 10 s) closes it.
@@ -271,5 +271,56 @@ async fn a_reload_moves_the_status_listener_and_the_access_log() {
         "no tunnel line in {}: {:?}",
         second_log.display(),
         std::fs::read_to_string(&second_log)
+    );
+}
+
+/// Makes a FIFO at `path`, which nothing writes to.
+fn mkfifo(path: &std::path::Path) {
+    let c_path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) reads the NUL-terminated path only.
+    let made = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+    assert_eq!(made, 0, "mkfifo {}", path.display());
+}
+
+#[tokio::test]
+async fn a_fifo_named_on_reload_is_refused_and_sigterm_still_stops_sluice() {
+    let mut proxy = Proxy::start(&open_config(""));
+    let dir = TempDir::new();
+
+    // A user file that is a FIFO nothing writes to.
+    let users = dir.0.join("users.fifo");
+    mkfifo(&users);
+    let with_users = format!(
+        "    auth_basic \"proxy\";\n    auth_basic_user_file {};",
+        users.display()
+    );
+    std::fs::write(proxy.config_path(), open_config(&with_users)).unwrap();
+    let outcome = sighup(&proxy).await;
+    assert!(
+        outcome.contains("reload failed") && outcome.contains("not a regular file"),
+        "{outcome}"
+    );
+
+    // The configuration file itself replaced by a FIFO.
+    std::fs::remove_file(proxy.config_path()).unwrap();
+    mkfifo(&proxy.config_path());
+    let outcome = sighup(&proxy).await;
+    assert!(
+        outcome.contains("reload failed") && outcome.contains("not a regular file"),
+        "{outcome}"
+    );
+
+    // Still serving the first configuration, and still obeying signals.
+    let echo = echo_server().await;
+    assert_eq!(
+        connect_status(proxy.addr(), &echo.to_string()).await,
+        "HTTP/1.1 200 Connection Established"
+    );
+    proxy.signal(libc::SIGTERM);
+    let status = proxy.wait_exit(Duration::from_secs(10)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        proxy.log()
     );
 }

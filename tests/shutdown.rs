@@ -1,5 +1,6 @@
-//! Stopping sluice: SIGTERM and SIGINT stop accepting at once, let open tunnels and requests
-//! finish for up to `shutdown_timeout`, then exit 0; a second signal exits at once.
+//! Stopping sluice gracefully: SIGQUIT stops accepting at once, lets open tunnels and requests
+//! finish for up to `shutdown_timeout`, then exits 0; a SIGTERM meanwhile exits at once.
+//! (SIGTERM and SIGINT alone are a fast shutdown: tests/signals.rs.)
 
 mod common;
 
@@ -17,17 +18,17 @@ async fn echo_round_trip(stream: &mut TcpStream, bytes: &[u8]) {
 }
 
 #[tokio::test]
-async fn sigterm_refuses_new_clients_and_lets_a_tunnel_finish() {
+async fn sigquit_refuses_new_clients_and_lets_a_tunnel_finish() {
     let echo = echo_server().await;
     let mut proxy = Proxy::start(&open_config(""));
     let mut tunnel_before = tunnel(proxy.addr(), &echo.to_string()).await;
     // An idle keep-alive client waiting for its next request is closed, not waited for.
     let mut idle = TcpStream::connect(proxy.addr()).await.unwrap();
 
-    proxy.signal(libc::SIGTERM);
+    proxy.signal(libc::SIGQUIT);
     let deadline = Instant::now() + Duration::from_secs(5);
     while TcpStream::connect(proxy.addr()).await.is_ok() {
-        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        assert!(Instant::now() < deadline, "still accepting after SIGQUIT");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut buf = [0; 1];
@@ -60,7 +61,7 @@ async fn shutdown_timeout_bounds_the_wait() {
     let mut proxy = Proxy::start(&format!("shutdown_timeout 1s;\n{}", open_config("")));
     let mut held = tunnel(proxy.addr(), &echo.to_string()).await;
     let started = Instant::now();
-    proxy.signal(libc::SIGINT);
+    proxy.signal(libc::SIGQUIT);
     let status = proxy
         .wait_exit(Duration::from_secs(5))
         .await
@@ -80,22 +81,22 @@ async fn shutdown_timeout_bounds_the_wait() {
 }
 
 #[tokio::test]
-async fn a_second_signal_exits_at_once() {
+async fn sigterm_during_a_graceful_shutdown_exits_at_once() {
     let echo = echo_server().await;
     let mut proxy = Proxy::start(&open_config(""));
     let _held = tunnel(proxy.addr(), &echo.to_string()).await;
-    proxy.signal(libc::SIGTERM);
+    proxy.signal(libc::SIGQUIT);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         proxy.wait_exit(Duration::ZERO).await.is_none(),
-        "the first signal must wait for the tunnel"
+        "SIGQUIT must wait for the tunnel"
     );
     let started = Instant::now();
     proxy.signal(libc::SIGTERM);
     let status = proxy
         .wait_exit(Duration::from_secs(3))
         .await
-        .expect("the second signal exits");
+        .expect("SIGTERM exits");
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }

@@ -120,9 +120,14 @@ impl Users {
     /// Reads an htpasswd file; a malformed line is an error naming `file:line`.
     pub fn load(path: &Path) -> Result<Users, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::whole_file(format!("cannot read the user file \"{shown}\": {e}"))
-        })?;
+        let text = crate::config::read_config_file(path)
+            .and_then(|bytes| {
+                String::from_utf8(bytes)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            })
+            .map_err(|e| {
+                ConfigError::whole_file(format!("cannot read the user file \"{shown}\": {e}"))
+            })?;
         Users::parse(&text, &shown)
     }
 

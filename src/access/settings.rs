@@ -11,6 +11,7 @@ use super::auth::Users;
 use super::cidr::Cidr;
 use super::destination::{DestinationRule, DestinationRules, HostPattern, Matcher};
 use crate::config::directive::{Context, HTTP_SERVER, HTTP_SERVER_LOCATION, MANY, Spec};
+use crate::config::values::{SPLITS_A_LINE, splits_a_line};
 use crate::config::{ConfigError, Cx, Directive};
 
 /// Why a location refuses them.
@@ -74,7 +75,16 @@ impl AccessSettings {
                     });
                 }
             }
-            "auth_basic" => self.auth_realm = (arg != "off").then(|| arg.to_string()),
+            "auth_basic" => {
+                // The realm is sent in every `Proxy-Authenticate` header.
+                if splits_a_line(arg) {
+                    return Err(cx.error(
+                        directive,
+                        format!("invalid realm in \"auth_basic\" directive: {SPLITS_A_LINE}"),
+                    ));
+                }
+                self.auth_realm = (arg != "off").then(|| arg.to_string());
+            }
             "auth_basic_user_file" => {
                 let path = cx.relative_path(arg);
                 let users = Users::load(&path).map_err(|error| {

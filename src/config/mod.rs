@@ -9,6 +9,7 @@
 mod cx;
 pub mod directive;
 mod error;
+mod file;
 mod lexer;
 mod syntax;
 pub mod values;
@@ -17,11 +18,12 @@ use std::path::Path;
 
 pub use cx::{Cx, MAX_TIME};
 pub use error::{ConfigError, Origin};
+pub use file::{MAX_FILE_SIZE, read_config_file};
 pub use syntax::Directive;
 
-/// Reads a configuration file; `shown` is its name in messages.
+/// Reads a configuration file (see [`read_config_file`]); `shown` is its name in messages.
 pub fn read(path: &Path, shown: &str) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| {
+    read_config_file(path).map_err(|e| {
         ConfigError::whole_file(format!(
             "cannot read the configuration file \"{shown}\": {e}"
         ))

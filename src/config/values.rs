@@ -136,6 +136,16 @@ pub fn parse_ip_and_port(text: &str) -> Option<(IpAddr, Option<u16>)> {
     (addr.port() != 0).then_some((addr.ip(), Some(addr.port())))
 }
 
+/// Why [`splits_a_line`] refuses a value.
+pub const SPLITS_A_LINE: &str = "CR, LF and NUL are not allowed in a value sent in a header";
+
+/// Whether a value written into a header line holds CR, LF or NUL: a line break would end the
+/// header early and turn the rest into a header (or a request) of its own, and HTTP parsers
+/// refuse NUL.
+pub fn splits_a_line(value: &str) -> bool {
+    value.contains(['\r', '\n', '\0'])
+}
+
 /// `on` or `off`.
 pub fn parse_flag(text: &str) -> Option<bool> {
     match text {

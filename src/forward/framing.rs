@@ -5,7 +5,7 @@
 //! origin only ever sees framing that sluice wrote.
 
 use crate::error::ProxyError;
-use crate::request::Header;
+use crate::request::{Head, Header};
 
 /// How a body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,17 @@ pub fn request(headers: &[Header], version: u8) -> Result<Framing, ProxyError> {
     Ok(length.map_or(Framing::Empty, Framing::Length))
 }
 
+/// A CONNECT has no content (RFC 9110 §9.3.6): bytes announced as its body would otherwise
+/// travel into the tunnel as if the client had sent them there. `Content-Length: 0` is fine.
+pub fn refuse_connect_body(head: &Head) -> Result<(), ProxyError> {
+    match request(&head.headers, head.version)? {
+        Framing::Empty | Framing::Length(0) => Ok(()),
+        _ => Err(ProxyError::BadRequest(
+            "refused: a CONNECT request with a body".into(),
+        )),
+    }
+}
+
 /// What the response to a request is framed like, per RFC 9112 §6.3. `Err` is a response no
 /// client could read safely (a 502).
 pub fn response(
@@ -90,12 +101,12 @@ pub fn response(
     }
     let codings = list(headers, "transfer-encoding");
     if !codings.is_empty() {
-        // Transfer-Encoding overrides Content-Length; a body not chunked last ends at close.
-        return Ok(if codings.last().map(String::as_str) == Some("chunked") {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        });
+        // Transfer-Encoding overrides Content-Length. sluice undoes only `chunked` and drops the
+        // field, so any other coding would reach the client unannounced: refused, as nginx does.
+        if codings != ["chunked"] {
+            return Err("unknown Transfer-Encoding");
+        }
+        return Ok(Framing::Chunked);
     }
     Ok(match content_length(headers)? {
         Some(n) => Framing::Length(n),
@@ -186,10 +197,18 @@ mod tests {
         }
         let te_and_cl = headers(&[("Content-Length", "9"), ("Transfer-Encoding", "chunked")]);
         assert_eq!(response(&te_and_cl, 200, false).unwrap(), Framing::Chunked);
-        assert_eq!(
-            response(&headers(&[("Transfer-Encoding", "gzip")]), 200, false).unwrap(),
-            Framing::UntilClose
-        );
+        for codings in [
+            "gzip",
+            "gzip, chunked",
+            "chunked, gzip",
+            "chunked, chunked",
+            "x",
+        ] {
+            assert!(
+                response(&headers(&[("Transfer-Encoding", codings)]), 200, false).is_err(),
+                "{codings:?} was accepted"
+            );
+        }
         assert!(response(&headers(&[("Content-Length", "1, 2")]), 200, false).is_err());
     }
 }

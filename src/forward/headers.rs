@@ -173,6 +173,10 @@ impl ResponseHead {
         let (Some(version), Some(status)) = (response.version, response.code) else {
             return Err("incomplete status line".into());
         };
+        // httparse takes any three digits; RFC 9110 §15 defines 100 to 599 only.
+        if !(100..=599).contains(&status) {
+            return Err(format!("invalid status {status:03}"));
+        }
         Ok(ResponseHead {
             version,
             status,

@@ -16,6 +16,7 @@ pub mod settings;
 mod uri;
 
 pub use chunked::{Chunk, ChunkError, ChunkedDecoder};
+pub use framing::refuse_connect_body;
 pub use pool::Pool;
 pub use uri::AbsoluteUri;
 
@@ -121,15 +122,17 @@ pub async fn forward(
         peer,
         tally: Tally::default(),
     };
-    // The origin may close a pooled connection just as it is taken. A request without a body
-    // is safe to send again; one with a body is not, since part of it may be gone.
+    // The origin may close a pooled connection just as it is taken, or after reading the
+    // request. Only an idempotent request without body bytes may be sent again (RFC 9110
+    // §9.2.2): the origin may have acted on it already, and a body read from the client is gone.
+    let replayable = is_idempotent(&head.method) && no_body_bytes(framing);
     for _ in 0..POOLED_ATTEMPTS {
         let Some(upstream) = ctx.pool.take(&exchange.destination) else {
             break;
         };
         report.upstream = Some(upstream.addr);
         match exchange.run(client, upstream).await {
-            Err(Attempt::Stale) if framing == Framing::Empty => continue,
+            Err(Attempt::Stale) if replayable => continue,
             result => return exchange.settle(result, report),
         }
     }
@@ -499,6 +502,14 @@ impl Exchange<'_> {
             reusable,
         })
     }
+}
+
+/// The methods RFC 9110 §9.2.2 defines as idempotent: the only ones sent twice.
+fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
 }
 
 /// A request that sends no body bytes after its head: none at all, or `Content-Length: 0`.

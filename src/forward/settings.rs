@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::config::directive::{HTTP_SERVER, HTTP_SERVER_LOCATION, LOCATION, MANY, Spec};
-use crate::config::values::{PortList, parse_flag};
+use crate::config::values::{PortList, SPLITS_A_LINE, parse_flag, splits_a_line};
 use crate::config::{ConfigError, Cx, Directive};
 use crate::template::Template;
 
@@ -106,6 +106,12 @@ impl Forwarding {
                 let name = arg.to_string();
                 if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
                     return Err(cx.error(directive, format!("invalid header name \"{name}\"")));
+                }
+                if splits_a_line(&directive.args[1]) {
+                    return Err(cx.error(
+                        directive,
+                        format!("invalid value in \"proxy_set_header\" directive: {SPLITS_A_LINE}"),
+                    ));
                 }
                 let value = Template::parse(&directive.args[1], HeaderVar::lookup)
                     .map_err(|reason| cx.error(directive, reason))?;

@@ -57,10 +57,12 @@ impl Drop for Permit {
     }
 }
 
-/// Counts open connections per client address against an optional limit.
+/// Counts open connections per client address against an optional limit, which a reload may
+/// change: the counts outlive the configuration, so a reload admits no one over the limit.
 #[derive(Debug, Default)]
 pub struct PerClient {
-    limit: Option<usize>,
+    /// `usize::MAX` when there is no limit.
+    limit: AtomicUsize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -74,17 +76,25 @@ pub struct ClientPermit {
 impl PerClient {
     pub fn new(limit: Option<usize>) -> Arc<PerClient> {
         Arc::new(PerClient {
-            limit,
+            limit: AtomicUsize::new(limit.unwrap_or(usize::MAX)),
             open: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A new limit for places taken from now on; places already taken stay counted.
+    /// Connections opened while there was no limit are not counted against a new one.
+    pub fn set_limit(&self, limit: Option<usize>) {
+        self.limit
+            .store(limit.unwrap_or(usize::MAX), Ordering::Release);
     }
 
     /// A place for `client`, unless it already holds the limit. Without a limit nothing is
     /// counted, so the common case takes no lock.
     pub fn try_acquire(self: &Arc<Self>, client: IpAddr) -> Option<Option<ClientPermit>> {
-        let Some(limit) = self.limit else {
+        let limit = self.limit.load(Ordering::Acquire);
+        if limit == usize::MAX {
             return Some(None);
-        };
+        }
         let client = client.to_canonical();
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(client).or_insert(0);
@@ -186,5 +196,21 @@ mod tests {
             PerClient::new(None).try_acquire(one).unwrap().is_none(),
             "no limit, nothing counted"
         );
+    }
+
+    #[test]
+    fn per_client_counts_survive_a_new_limit() {
+        let per = PerClient::new(Some(2));
+        let one: IpAddr = "10.0.0.1".parse().unwrap();
+        let _held = [per.try_acquire(one).unwrap(), per.try_acquire(one).unwrap()];
+        per.set_limit(Some(2));
+        assert!(
+            per.try_acquire(one).is_none(),
+            "the held places still count"
+        );
+        per.set_limit(Some(3));
+        assert!(per.try_acquire(one).unwrap().is_some());
+        per.set_limit(None);
+        assert!(per.try_acquire(one).unwrap().is_none(), "no limit");
     }
 }

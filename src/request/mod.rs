@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 pub mod settings;
 
 use crate::error::ProxyError;
@@ -95,13 +97,15 @@ impl From<ProxyError> for ReadError {
 ///
 /// Waits up to `idle` for the first byte (a keep-alive connection between requests), then
 /// allows `timeout` for the whole head. A client that sends nothing is closed silently; one
-/// that starts a head and stalls gets a 408.
+/// that starts a head and stalls gets a 408; one whose first bytes cannot start a request
+/// (a TLS ClientHello on the plain port, binary noise) gets a 400 at once.
 pub async fn read_head(
     conn: &mut Conn,
     limits: Limits,
     idle: Duration,
     timeout: Duration,
 ) -> Result<Head, ReadError> {
+    let timeout = read_request_start(conn, limits, idle, timeout).await?;
     let end = conn
         .read_head(limits.head, idle, timeout)
         .await
@@ -113,6 +117,77 @@ pub async fn read_head(
     let head = parse_head(&conn.buf.data()[..end], limits)?;
     conn.buf.consume(end);
     Ok(head)
+}
+
+/// Reads until the buffer holds the first byte of a request line, skipping the empty lines
+/// RFC 9112 §2.2 lets a client send before it, and checks that the bytes so far can begin a
+/// method. Returns what is left of `timeout` for the rest of the head.
+async fn read_request_start(
+    conn: &mut Conn,
+    limits: Limits,
+    idle: Duration,
+    timeout: Duration,
+) -> Result<Duration, ReadError> {
+    // When the first byte came: the head's time runs from then.
+    let mut started = (!conn.buf.is_empty()).then(Instant::now);
+    let left = |started: Option<Instant>| started.map(|s| timeout.saturating_sub(s.elapsed()));
+    let mut skipped = 0;
+    loop {
+        let data = conn.buf.data();
+        let empty_lines = data
+            .chunks_exact(2)
+            .take_while(|pair| *pair == b"\r\n")
+            .count();
+        skipped += empty_lines * 2;
+        conn.buf.consume(empty_lines * 2);
+        if skipped > limits.line {
+            return Err(
+                ProxyError::BadRequest("malformed request: only empty lines".into()).into(),
+            );
+        }
+        match starts_a_request(conn.buf.data()) {
+            Some(true) => break,
+            Some(false) => {
+                return Err(ProxyError::BadRequest(
+                    "malformed request: these bytes cannot start an HTTP request".into(),
+                )
+                .into());
+            }
+            None => {}
+        }
+        let wait = left(started).unwrap_or(idle);
+        match conn.buf.fill(&conn.stream, limits.head, wait).await {
+            Ok(0) => return Err(ReadError::Closed),
+            Ok(_) => {
+                started.get_or_insert_with(Instant::now);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && started.is_some() => {
+                return Err(ProxyError::HeadTimeout.into());
+            }
+            Err(_) => return Err(ReadError::Closed),
+        }
+    }
+    Ok(left(started).unwrap_or(timeout))
+}
+
+/// Whether `bytes` (past any empty lines) can begin a request line: a method of token
+/// characters (RFC 9110 §5.6.2) up to the first space. `None` until there is a byte to judge,
+/// or a lone `\r` that may yet be an empty line.
+fn starts_a_request(bytes: &[u8]) -> Option<bool> {
+    match bytes {
+        [] | [b'\r'] => None,
+        _ => Some(
+            bytes
+                .iter()
+                .take_while(|&&b| b != b' ')
+                .all(|&b| is_token_char(b))
+                && bytes[0] != b' ',
+        ),
+    }
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn first_line_len(buf: &[u8]) -> Option<usize> {
@@ -234,6 +309,25 @@ mod tests {
                 "{text:?} was accepted"
             );
         }
+    }
+
+    #[test]
+    fn only_a_method_token_can_start_a_request() {
+        for start in [&b"G"[..], b"GET", b"CONNECT a:443", b"M-SEARCH * "] {
+            assert_eq!(starts_a_request(start), Some(true), "{start:?}");
+        }
+        for start in [
+            &b"\x16\x03\x01"[..],
+            b"\0",
+            b" GET",
+            b"\nGET",
+            b"\rX",
+            b"GE\x7fT ",
+        ] {
+            assert_eq!(starts_a_request(start), Some(false), "{start:?}");
+        }
+        assert_eq!(starts_a_request(b""), None);
+        assert_eq!(starts_a_request(b"\r"), None);
     }
 
     #[test]

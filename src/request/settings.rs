@@ -1,11 +1,12 @@
 //! How long and how much a client may take: nginx core's `client_*` timeouts, `send_timeout`,
-//! `keepalive_timeout` and `large_client_header_buffers`, set per server.
+//! `keepalive_timeout`, `large_client_header_buffers` and `underscores_in_headers`, set per
+//! server.
 
 use std::time::Duration;
 
 use super::Limits;
 use crate::config::directive::{HTTP_SERVER, Spec};
-use crate::config::values::parse_size;
+use crate::config::values::{parse_flag, parse_size};
 use crate::config::{ConfigError, Cx, Directive};
 
 pub const DIRECTIVES: &[Spec] = &[
@@ -14,6 +15,7 @@ pub const DIRECTIVES: &[Spec] = &[
     Spec::used("send_timeout", HTTP_SERVER, (1, 1), true),
     Spec::used("keepalive_timeout", HTTP_SERVER, (1, 2), true),
     Spec::used("large_client_header_buffers", HTTP_SERVER, (2, 2), true),
+    Spec::used("underscores_in_headers", HTTP_SERVER, (1, 1), true),
 ];
 
 /// The bounds a server puts on its clients.
@@ -29,6 +31,9 @@ pub struct ClientSettings {
     pub send_timeout: Duration,
     /// `large_client_header_buffers`: request head size limits.
     pub limits: Limits,
+    /// `underscores_in_headers` — keep request fields whose names contain `_` (off: dropped,
+    /// so an origin that reads `_` as `-` never sees a second `Content-Length`).
+    pub underscores_in_headers: bool,
 }
 
 impl Default for ClientSettings {
@@ -40,6 +45,7 @@ impl Default for ClientSettings {
             body_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             limits: Limits::default(),
+            underscores_in_headers: false,
         }
     }
 }
@@ -77,6 +83,12 @@ impl ClientSettings {
                     header_line: size,
                     head: number.saturating_mul(size).min(1 << 20),
                 };
+            }
+            "underscores_in_headers" => {
+                let arg = directive.args[0].as_str();
+                self.underscores_in_headers = parse_flag(arg).ok_or_else(|| {
+                    cx.error(directive, format!("invalid value \"{arg}\" in \"underscores_in_headers\" directive, it must be \"on\" or \"off\""))
+                })?;
             }
             _ => return Err(cx.not_allowed(directive)),
         }
