@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::access::Auth;
+use crate::access::{Auth, OwnListeners};
 use crate::access_log::{AccessLog, Client, Entry};
 use crate::connect::ConnectVar;
 use crate::dial::DialOptions;
@@ -41,7 +41,7 @@ pub struct ServerContext {
     /// `auth_basic` with its users, when on.
     pub auth: Option<Auth>,
     /// Every address this process listens on: never a destination.
-    pub own_listeners: Arc<[SocketAddr]>,
+    pub own_listeners: Arc<OwnListeners>,
     /// Connections open per client address.
     pub per_client: Arc<PerClient>,
     /// Becomes true when the proxy stops: connections waiting for a request close.
@@ -218,7 +218,10 @@ async fn admit(
     let Some(auth) = &ctx.auth else {
         return Ok(None);
     };
-    let Some(user) = auth.check(head.header("proxy-authorization")).await else {
+    let Some(user) = auth
+        .check(head.header("proxy-authorization"), peer.ip())
+        .await
+    else {
         return Err(ProxyError::AuthRequired {
             realm: auth.realm.clone(),
         });

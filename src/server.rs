@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::access::Auth;
+use crate::access::{Auth, OwnListeners};
 use crate::config::Origin;
 use crate::connection::{self, ServerContext};
 use crate::error::ProxyError;
@@ -162,7 +162,7 @@ impl Proxy {
             Some(status) if !status_kept => Some((status.addr, crate::status::bind(status)?)),
             _ => None,
         };
-        let own: Arc<[SocketAddr]> = kept
+        let own_addrs = kept
             .iter()
             .map(|&(index, _, _)| self.listeners[index].local)
             .chain(fresh.iter().filter_map(|b| b.listener.local_addr().ok()))
@@ -172,8 +172,8 @@ impl Proxy {
                     .filter(|_| status_kept)
                     .map(|s| s.local),
             )
-            .chain(status_fresh.iter().filter_map(|(_, l)| l.local_addr().ok()))
-            .collect();
+            .chain(status_fresh.iter().filter_map(|(_, l)| l.local_addr().ok()));
+        let own = Arc::new(OwnListeners::new(own_addrs));
         let contexts = self.contexts(config, &own)?;
 
         // Nothing can fail from here on.
@@ -243,7 +243,7 @@ impl Proxy {
     fn contexts(
         &self,
         config: &Config,
-        own: &Arc<[SocketAddr]>,
+        own: &Arc<OwnListeners>,
     ) -> Result<Vec<Arc<ServerContext>>, String> {
         config
             .servers

@@ -64,7 +64,6 @@ async fn reach(
     }
     let started = Instant::now();
     let addrs = match address {
-        // The operator chose this address: only the loop guard applies to it.
         Some((ip, port)) => vec![SocketAddr::new(ip, port.unwrap_or(target.port))],
         None => {
             let resolved = ctx.resolver.resolve(target).await;
@@ -76,14 +75,15 @@ async fn reach(
     let allowed: Vec<SocketAddr> = addrs
         .into_iter()
         .filter(|&addr| {
-            let checked = match address {
-                Some(_) if ctx.own_listeners.contains(&addr) => {
-                    Err(format!("{addr} is this proxy's own listener"))
-                }
-                Some(_) => Ok(()),
-                None => rules
-                    .check_addr(&target.host, addr, &ctx.own_listeners)
-                    .map_err(|d| d.to_string()),
+            let checked = if ctx.own_listeners.contains(addr) {
+                Err(format!("{addr} is this proxy's own listener"))
+            } else if address.is_some() {
+                // The operator chose this address: only the loop guard applies to it.
+                Ok(())
+            } else {
+                rules
+                    .check_addr(&target.host, addr.ip())
+                    .map_err(|d| d.to_string())
             };
             if let Err(why) = checked {
                 first_denial.get_or_insert(why);

@@ -1,167 +1,62 @@
 //! Proxy authentication: `auth_basic` and `auth_basic_user_file`, answered the way a proxy
 //! must — `407` with `Proxy-Authenticate`, credentials read from `Proxy-Authorization`.
 //!
-//! The user file takes the htpasswd formats nginx accepts that still matter: bcrypt (`$2y$`,
-//! `htpasswd -B`), Apache MD5 (`$apr1$`, htpasswd's default), `{SHA}`, `{SSHA}` and `{PLAIN}`.
-//! Every hash comes from a crate, every comparison is constant-time, and bcrypt runs off the
-//! event loop. Credentials that verified are remembered briefly (by a digest, never in clear)
-//! so a keep-alive client does not pay a bcrypt per request.
+//! Password hashes are slow on purpose, so a flood of guesses must not become a denial of
+//! service. Slow checks run on a few blocking threads (as many as there are cores, for the
+//! whole process), at most one at a time per client address (an IPv6 client: its /64), so one
+//! noisy client cannot keep everyone else waiting. Answers are remembered by a digest of the
+//! credentials (never the password itself): a keep-alive client pays one hash, a repeated
+//! wrong password costs nothing, identical attempts in flight share one check, and a
+//! remembered answer never waits for a hashing thread. An unknown user is checked against
+//! the file's costliest hash, so "no such user" is never the quick answer. The file formats
+//! are [`super::htpasswd`]'s.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use sha1::{Digest, Sha1};
-use subtle::ConstantTimeEq;
+use sha2::{Digest, Sha256};
+use tokio::sync::{OnceCell, Semaphore};
 
-use crate::config::ConfigError;
+use super::htpasswd::{Lookup, Users};
 
-/// How long verified credentials are remembered.
+/// How long an answer (right or wrong) is remembered.
 const REMEMBER: Duration = Duration::from_secs(60);
 /// How many verified credentials are remembered.
-const REMEMBERED: usize = 1024;
+const REMEMBERED_VERIFIED: usize = 1024;
+/// How many refused credentials are remembered.
+const REMEMBERED_REFUSED: usize = 4096;
+/// Past this many client entries, those not in use are dropped.
+const CLIENT_GATES: usize = 1024;
+/// Past this many checks under way, those nobody waits for any more are dropped.
+const IN_FLIGHT: usize = 1024;
 
-/// A stored password hash.
-#[derive(Clone)]
-enum PasswordHash {
-    Bcrypt(String),
-    Apr1 { salt: String, full: String },
-    Sha1(Vec<u8>),
-    Ssha { digest: Vec<u8>, salt: Vec<u8> },
-    Plain(String),
-}
+/// The slow checks running at once, process-wide: one per core, so a flood of guesses takes
+/// a bounded number of threads and leaves the event loop its CPU share.
+static SLOW_CHECKS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Arc::new(Semaphore::new(cores))
+});
 
-impl PasswordHash {
-    fn parse(text: &str) -> Result<PasswordHash, &'static str> {
-        if text.starts_with("$2y$") || text.starts_with("$2a$") || text.starts_with("$2b$") {
-            text.parse::<bcrypt::HashParts>()
-                .map_err(|_| "malformed bcrypt hash")?;
-            return Ok(PasswordHash::Bcrypt(text.to_string()));
-        }
-        if let Some(rest) = text.strip_prefix("$apr1$") {
-            let (salt, _) = rest.split_once('$').ok_or("malformed $apr1$ hash")?;
-            return Ok(PasswordHash::Apr1 {
-                salt: salt.to_string(),
-                full: text.to_string(),
-            });
-        }
-        if let Some(encoded) = text.strip_prefix("{SHA}") {
-            let digest = BASE64.decode(encoded).map_err(|_| "malformed {SHA} hash")?;
-            return if digest.len() == 20 {
-                Ok(PasswordHash::Sha1(digest))
-            } else {
-                Err("malformed {SHA} hash")
-            };
-        }
-        if let Some(encoded) = text.strip_prefix("{SSHA}") {
-            let mut decoded = BASE64
-                .decode(encoded)
-                .map_err(|_| "malformed {SSHA} hash")?;
-            if decoded.len() <= 20 {
-                return Err("malformed {SSHA} hash");
-            }
-            let salt = decoded.split_off(20);
-            return Ok(PasswordHash::Ssha {
-                digest: decoded,
-                salt,
-            });
-        }
-        if let Some(plain) = text.strip_prefix("{PLAIN}") {
-            return Ok(PasswordHash::Plain(plain.to_string()));
-        }
-        Err(
-            "unsupported password hash (use bcrypt: htpasswd -B, or $apr1$, {SHA}, {SSHA}, {PLAIN})",
-        )
-    }
+/// A SHA-256 digest of `user:password`: how credentials are remembered.
+type Key = [u8; 32];
 
-    /// Slow for bcrypt by design: call it off the event loop.
-    fn verify(&self, password: &str) -> bool {
-        match self {
-            PasswordHash::Bcrypt(hash) => bcrypt::verify(password, hash).unwrap_or(false),
-            PasswordHash::Apr1 { salt, full } => {
-                let computed = htpasswd_verify::md5::format_hash(
-                    &htpasswd_verify::md5::md5_apr1_encode(password, salt),
-                    salt,
-                );
-                equal(computed.as_bytes(), full.as_bytes())
-            }
-            PasswordHash::Sha1(digest) => equal(&Sha1::digest(password.as_bytes()), digest),
-            PasswordHash::Ssha { digest, salt } => {
-                let mut hasher = Sha1::new();
-                hasher.update(password.as_bytes());
-                hasher.update(salt);
-                equal(&hasher.finalize(), digest)
-            }
-            PasswordHash::Plain(plain) => equal(password.as_bytes(), plain.as_bytes()),
-        }
-    }
-}
-
-fn equal(a: &[u8], b: &[u8]) -> bool {
-    a.ct_eq(b).into()
-}
-
-/// Users and their hashes, from an htpasswd file.
-#[derive(Clone, Default)]
-pub struct Users {
-    hashes: HashMap<String, PasswordHash>,
-}
-
-impl std::fmt::Debug for Users {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Users({} entries)", self.hashes.len())
-    }
-}
-
-impl Users {
-    /// Reads an htpasswd file; a malformed line is an error naming `file:line`.
-    pub fn load(path: &Path) -> Result<Users, ConfigError> {
-        let shown = path.display().to_string();
-        let text = crate::config::read_config_file(path)
-            .and_then(|bytes| {
-                String::from_utf8(bytes)
-                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-            })
-            .map_err(|e| {
-                ConfigError::whole_file(format!("cannot read the user file \"{shown}\": {e}"))
-            })?;
-        Users::parse(&text, &shown)
-    }
-
-    pub fn parse(text: &str, file: &str) -> Result<Users, ConfigError> {
-        let mut hashes = HashMap::new();
-        for (index, line) in text.lines().enumerate() {
-            let line_no = index as u32 + 1;
-            let line = line.trim_end_matches('\r');
-            if line.trim().is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let bad = |why: &str| ConfigError::at(file, line_no, why.to_string());
-            let mut fields = line.splitn(3, ':');
-            let (Some(user), Some(hash)) = (fields.next(), fields.next()) else {
-                return Err(bad("expected \"user:hash\""));
-            };
-            if user.is_empty() {
-                return Err(bad("empty user name"));
-            }
-            let hash = PasswordHash::parse(hash).map_err(bad)?;
-            if hashes.insert(user.to_string(), hash).is_some() {
-                return Err(bad(&format!("duplicate user \"{user}\"")));
-            }
-        }
-        Ok(Users { hashes })
-    }
-}
-
-/// `auth_basic` with its users, and the credentials recently verified.
+/// `auth_basic` with its users, and what was recently decided.
 #[derive(Debug)]
 pub struct Auth {
     pub realm: String,
     users: Arc<Users>,
-    remembered: Mutex<HashMap<[u8; 20], (String, Instant)>>,
+    verified: Memory<String>,
+    refused: Memory<()>,
+    /// Checks under way, so identical attempts wait for one answer instead of hashing again.
+    in_flight: Mutex<HashMap<Key, Arc<OnceCell<bool>>>>,
+    /// One slow check at a time per client address.
+    client_gates: Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
+    slow_checks: AtomicU64,
 }
 
 impl Auth {
@@ -169,45 +64,137 @@ impl Auth {
         Auth {
             realm,
             users: Arc::new(users),
-            remembered: Mutex::new(HashMap::new()),
+            verified: Memory::new(REMEMBERED_VERIFIED),
+            refused: Memory::new(REMEMBERED_REFUSED),
+            in_flight: Mutex::default(),
+            client_gates: Mutex::default(),
+            slow_checks: AtomicU64::new(0),
         }
     }
 
-    /// The user a `Proxy-Authorization` value proves, or `None`.
-    pub async fn check(&self, header: Option<&[u8]>) -> Option<String> {
-        let header = header?;
-        let key: [u8; 20] = Sha1::digest(header).into();
-        if let Some(user) = self.recall(&key) {
+    /// The user a `Proxy-Authorization` value from `client` proves, or `None`.
+    pub async fn check(&self, header: Option<&[u8]>, client: IpAddr) -> Option<String> {
+        let (user, password) = decode_basic(header?)?;
+        let key: Key = Sha256::new()
+            .chain_update(user.as_bytes())
+            .chain_update(b":")
+            .chain_update(password.as_bytes())
+            .finalize()
+            .into();
+        // Remembered answers never wait for a hashing thread.
+        if let Some(user) = self.verified.recall(&key) {
             return Some(user);
         }
-        let (user, password) = decode_basic(header)?;
-        let hash = self.users.hashes.get(&user)?.clone();
-        let verified = tokio::task::spawn_blocking(move || hash.verify(&password))
-            .await
-            .unwrap_or(false);
-        if !verified {
+        if self.refused.recall(&key).is_some() {
+            log::debug!("{client}: a password already refused for {user:?}, refused again");
             return None;
         }
-        self.remember(key, &user);
-        Some(user)
-    }
-
-    fn recall(&self, key: &[u8; 20]) -> Option<String> {
-        let remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
-        let (user, since) = remembered.get(key)?;
-        (since.elapsed() < REMEMBER).then(|| user.clone())
-    }
-
-    fn remember(&self, key: [u8; 20], user: &str) {
-        let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
-        if remembered.len() >= REMEMBERED {
-            remembered.retain(|_, (_, since)| since.elapsed() < REMEMBER);
-            if remembered.len() >= REMEMBERED {
-                remembered.clear();
+        let shared = {
+            let mut in_flight = lock(&self.in_flight);
+            if in_flight.len() >= IN_FLIGHT {
+                // Left behind by clients that went away mid-check.
+                in_flight.retain(|_, shared| Arc::strong_count(shared) > 1);
+            }
+            Arc::clone(in_flight.entry(key).or_default())
+        };
+        let verified = *shared
+            .get_or_init(|| self.verify(&user, password, client))
+            .await;
+        {
+            let mut in_flight = lock(&self.in_flight);
+            if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &shared)) {
+                in_flight.remove(&key);
             }
         }
-        remembered.insert(key, (user.to_string(), Instant::now()));
+        if verified {
+            self.verified.remember(key, user.clone());
+            Some(user)
+        } else {
+            self.refused.remember(key, ());
+            None
+        }
     }
+
+    /// How many slow hash checks have run (for tests and diagnosis).
+    pub fn slow_checks(&self) -> u64 {
+        self.slow_checks.load(Ordering::Relaxed)
+    }
+
+    /// Checks `password` against `user`'s hash, or, for an unknown user, against the file's
+    /// costliest hash and refuses anyway.
+    async fn verify(&self, user: &str, password: String, client: IpAddr) -> bool {
+        let (hash, known) = match self.users.lookup(user) {
+            Lookup::Known(hash) => (hash.clone(), true),
+            Lookup::Unknown(Some(decoy)) => (decoy.clone(), false),
+            Lookup::Unknown(None) => return false,
+        };
+        if !hash.is_slow() {
+            return hash.verify(&password) && known;
+        }
+        let gate = self.client_gate(client).lock_owned().await;
+        let Ok(permit) = Arc::clone(&SLOW_CHECKS).acquire_owned().await else {
+            return false;
+        };
+        self.slow_checks.fetch_add(1, Ordering::Relaxed);
+        // Both are held until the hash is done, even if the client goes away meanwhile.
+        let matched = tokio::task::spawn_blocking(move || {
+            let _held = (gate, permit);
+            hash.verify(&password)
+        })
+        .await
+        .unwrap_or(false);
+        matched && known
+    }
+
+    /// The gate of `client`'s address; an IPv6 client is its /64, the block one host gets.
+    fn client_gate(&self, client: IpAddr) -> Arc<tokio::sync::Mutex<()>> {
+        let client = match client.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !(u128::MAX >> 64)).into()),
+            v4 => v4,
+        };
+        let mut gates = lock(&self.client_gates);
+        if gates.len() >= CLIENT_GATES {
+            gates.retain(|_, gate| Arc::strong_count(gate) > 1);
+        }
+        Arc::clone(gates.entry(client).or_default())
+    }
+}
+
+/// A bounded, expiring map from credential digests to an answer.
+#[derive(Debug)]
+struct Memory<V> {
+    capacity: usize,
+    entries: Mutex<HashMap<Key, (V, Instant)>>,
+}
+
+impl<V: Clone> Memory<V> {
+    fn new(capacity: usize) -> Memory<V> {
+        Memory {
+            capacity,
+            entries: Mutex::default(),
+        }
+    }
+
+    fn recall(&self, key: &Key) -> Option<V> {
+        let entries = lock(&self.entries);
+        let (value, since) = entries.get(key)?;
+        (since.elapsed() < REMEMBER).then(|| value.clone())
+    }
+
+    fn remember(&self, key: Key, value: V) {
+        let mut entries = lock(&self.entries);
+        if entries.len() >= self.capacity {
+            entries.retain(|_, (_, since)| since.elapsed() < REMEMBER);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (value, Instant::now()));
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `Basic base64(user:password)` → (user, password).
@@ -226,58 +213,113 @@ fn decode_basic(header: &[u8]) -> Option<(String, String)> {
 mod tests {
     use super::*;
 
-    /// Hashes of "secret" made by other tools: Python's bcrypt, `openssl passwd -apr1`,
-    /// `openssl dgst -sha1`, and Python's hashlib for {SSHA} (salt "salt").
-    const FILE: &str = "\
-# users
-bob:$2y$05$.5mEf2n/qWuio67tlC519u9NPLIfcsKCVURXYnl8Hw/GkchafSRtK
-amy:$apr1$MsHVxMyB$6JwV36VuoPpYZGjFzjFSm1
-sam:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=
-sue:{SSHA}gVK8WC9YyFT1gMsQHTGCgT3sSv5zYWx0
-pat:{PLAIN}secret
-";
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn header(user: &str, password: &str) -> Vec<u8> {
         format!("Basic {}", BASE64.encode(format!("{user}:{password}"))).into_bytes()
     }
 
+    fn auth(file: &str) -> Auth {
+        Auth::new("r".into(), Users::parse(file, "users").0)
+    }
+
     #[tokio::test]
-    async fn every_format_verifies_the_right_password_only() {
-        let auth = Auth::new("r".into(), Users::parse(FILE, "users").unwrap());
-        for user in ["bob", "amy", "sam", "sue", "pat"] {
+    async fn the_right_password_only_and_bad_headers_are_refused() {
+        let hash = bcrypt::hash("secret", 4).unwrap();
+        let auth = auth(&format!("bob:{hash}\npat:{{PLAIN}}secret\n"));
+        for user in ["bob", "pat"] {
+            let right = auth.check(Some(&header(user, "secret")), CLIENT).await;
+            assert_eq!(right.as_deref(), Some(user));
+            assert_eq!(auth.check(Some(&header(user, "wrong")), CLIENT).await, None);
+        }
+        for bad in [&b"Bearer abc"[..], b"Basic !!!", b"Basic Ym9i"] {
+            assert_eq!(auth.check(Some(bad), CLIENT).await, None);
+        }
+        assert_eq!(auth.check(None, CLIENT).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_wrong_password_is_refused_from_memory() {
+        let hash = bcrypt::hash("secret", 4).unwrap();
+        let auth = auth(&format!("bob:{hash}\n"));
+        for _ in 0..3 {
             assert_eq!(
-                auth.check(Some(&header(user, "secret"))).await.as_deref(),
-                Some(user),
-                "{user}"
-            );
-            assert_eq!(
-                auth.check(Some(&header(user, "wrong"))).await,
-                None,
-                "{user}"
+                auth.check(Some(&header("bob", "wrong")), CLIENT).await,
+                None
             );
         }
-        assert_eq!(auth.check(Some(&header("nobody", "secret"))).await, None);
-        assert_eq!(auth.check(None).await, None);
-        assert_eq!(auth.check(Some(b"Bearer abc")).await, None);
-        assert_eq!(auth.check(Some(b"Basic !!!")).await, None);
+        assert_eq!(
+            auth.slow_checks(),
+            1,
+            "the same wrong password was hashed again"
+        );
+        assert_eq!(
+            auth.check(Some(&header("bob", "other")), CLIENT).await,
+            None
+        );
+        assert_eq!(auth.slow_checks(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_verified_password_is_hashed_once() {
+        let hash = bcrypt::hash("secret", 4).unwrap();
+        let auth = auth(&format!("bob:{hash}\n"));
+        for _ in 0..3 {
+            let user = auth.check(Some(&header("bob", "secret")), CLIENT).await;
+            assert_eq!(user.as_deref(), Some("bob"));
+        }
+        assert_eq!(auth.slow_checks(), 1);
+    }
+
+    #[tokio::test]
+    async fn identical_attempts_in_flight_share_one_check() {
+        let hash = bcrypt::hash("secret", 6).unwrap();
+        let auth = Arc::new(auth(&format!("bob:{hash}\n")));
+        let attempts: Vec<_> = (0..20)
+            .map(|_| {
+                let auth = Arc::clone(&auth);
+                tokio::spawn(async move { auth.check(Some(&header("bob", "wrong")), CLIENT).await })
+            })
+            .collect();
+        for attempt in attempts {
+            assert_eq!(attempt.await.unwrap(), None);
+        }
+        assert_eq!(auth.slow_checks(), 1);
     }
 
     #[test]
-    fn malformed_lines_name_their_line() {
-        for (text, line, why) in [
-            ("a:{PLAIN}x\nnocolon\n", 2, "expected \"user:hash\""),
-            ("\n\n:{PLAIN}x\n", 3, "empty user name"),
-            ("a:$1$abc$def\n", 1, "unsupported password hash"),
-            ("a:{SHA}notbase64!\n", 1, "malformed {SHA} hash"),
-            ("a:$2y$05$short\n", 1, ""),
-            ("a:{PLAIN}x\na:{PLAIN}y\n", 2, "duplicate user \"a\""),
-        ] {
-            let error = Users::parse(text, "users")
-                .err()
-                .unwrap_or_else(|| panic!("{text:?} was accepted"));
-            let message = error.to_string();
-            assert!(message.ends_with(&format!(" in users:{line}")), "{message}");
-            assert!(message.contains(why), "{message}");
-        }
+    fn an_ipv6_client_is_its_64_and_a_mapped_ipv4_client_its_address() {
+        let auth = auth("");
+        let gate = |ip: &str| auth.client_gate(ip.parse().unwrap());
+        assert!(Arc::ptr_eq(
+            &gate("2001:db8:1:2::1"),
+            &gate("2001:db8:1:2:ffff::9")
+        ));
+        assert!(!Arc::ptr_eq(
+            &gate("2001:db8:1:2::1"),
+            &gate("2001:db8:1:3::1")
+        ));
+        assert!(Arc::ptr_eq(&gate("127.0.0.1"), &gate("::ffff:127.0.0.1")));
+        assert!(!Arc::ptr_eq(&gate("127.0.0.1"), &gate("127.0.0.2")));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_costs_a_slow_check_too() {
+        let hash = bcrypt::hash("secret", 4).unwrap();
+        let auth = auth(&format!("bob:{hash}\n"));
+        assert_eq!(
+            auth.check(Some(&header("nobody", "secret")), CLIENT).await,
+            None
+        );
+        assert_eq!(
+            auth.slow_checks(),
+            1,
+            "an unknown user was answered without work"
+        );
+        // The decoy never lets anyone in, even with the password it was made from.
+        assert_eq!(
+            auth.check(Some(&header("eve", "secret")), CLIENT).await,
+            None
+        );
     }
 }

@@ -51,6 +51,14 @@ impl Cidr {
         let ip = ip.to_canonical();
         ip.is_ipv4() == self.addr.is_ipv4() && mask(ip, self.prefix) == self.addr
     }
+
+    /// Whether every address of this range is in `outer` (`127.0.0.1` and `127.0.0.0/8` are
+    /// inside `127.0.0.0/8`; `0.0.0.0/0` is not).
+    pub fn within(&self, outer: &Cidr) -> bool {
+        self.addr.is_ipv4() == outer.addr.is_ipv4()
+            && self.prefix >= outer.prefix
+            && outer.contains(self.addr)
+    }
 }
 
 fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
@@ -107,6 +115,20 @@ mod tests {
             v6.contains(ip("fe80::1")) && v6.contains(ip("febf::1")) && !v6.contains(ip("fec0::1"))
         );
         assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+    }
+
+    #[test]
+    fn a_range_within_another() {
+        let loopback = Cidr::parse("127.0.0.0/8").unwrap();
+        for inside in ["127.0.0.0/8", "127.0.0.1", "127.1.0.0/16"] {
+            assert!(Cidr::parse(inside).unwrap().within(&loopback), "{inside}");
+        }
+        for outside in ["0.0.0.0/0", "126.0.0.0/7", "10.0.0.0/8", "::/0", "::1"] {
+            assert!(
+                !Cidr::parse(outside).unwrap().within(&loopback),
+                "{outside}"
+            );
+        }
     }
 
     #[test]

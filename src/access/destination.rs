@@ -2,15 +2,25 @@
 //!
 //! Rules are tried in order and the first match wins. Host rules look at the name the client
 //! asked for; address rules look at the addresses the name resolved to, so a name that
-//! resolves to 127.0.0.1 is caught (no DNS-rebinding bypass). With no matching rule, the
-//! built-in list refuses loopback, unspecified, multicast and link-local addresses — the last
-//! holding cloud metadata services at 169.254.169.254. The proxy's own listeners are refused
-//! whatever the rules say: a request to itself would loop.
+//! resolves to 127.0.0.1 is caught (no DNS-rebinding bypass).
+//!
+//! The built-in list refuses loopback, unspecified, multicast and link-local addresses, and
+//! the clouds' metadata services (169.254.169.254, `fd00:ec2::254`, `100.100.100.200` …). It
+//! holds on the resolved addresses whatever rule allowed the request: a name rule
+//! (`destination_allow *.partner.example;`) or `destination_allow all;` says which names may
+//! be asked for, not that their DNS may point inside the host. Only an address rule naming a
+//! range inside a built-in one (`destination_allow 127.0.0.0/8;`, `… 169.254.169.254;`)
+//! opens it; a wider range such as `0.0.0.0/0` does not.
+//!
+//! An IPv6 address that carries an IPv4 address (`::ffff:127.0.0.1`, NAT64 `64:ff9b::7f00:1`,
+//! 6to4, Teredo) is judged by that IPv4 address too: see [`super::embedded`]. The proxy's own
+//! listeners are refused whatever the rules say, by [`super::own`].
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::cidr::Cidr;
+use super::embedded;
 use crate::config::Origin;
 use crate::target::Host;
 
@@ -77,7 +87,7 @@ impl fmt::Display for Denied {
     }
 }
 
-/// Ranges refused unless a rule allows them first.
+/// Ranges refused unless an address rule inside them allows them; the refusal names the entry.
 const BUILT_IN: &[(Cidr, &str)] = &[
     (
         Cidr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
@@ -99,6 +109,28 @@ const BUILT_IN: &[(Cidr, &str)] = &[
     (
         Cidr::new(IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)), 10),
         "link-local",
+    ),
+    (
+        Cidr::new(
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+            128,
+        ),
+        "cloud metadata (AWS)",
+    ),
+    (
+        Cidr::new(
+            IpAddr::V6(Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254)),
+            128,
+        ),
+        "cloud metadata (Google Cloud)",
+    ),
+    (
+        Cidr::new(IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)), 32),
+        "cloud metadata (Alibaba Cloud)",
+    ),
+    (
+        Cidr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 0, 192)), 32),
+        "cloud metadata (Oracle Cloud Classic)",
     ),
     (
         Cidr::new(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 0)), 4),
@@ -126,7 +158,8 @@ impl DestinationRules {
     }
 
     /// The decision the name alone settles: `Some` when a host rule (or `all`) matches before
-    /// any address rule could. `None` means the addresses decide.
+    /// any address rule could. `None` means the addresses decide. `Some(Ok)` is no licence for
+    /// the addresses: [`DestinationRules::check_addr`] still holds them to the built-in list.
     pub fn check_name(&self, host: &Host) -> Option<Result<(), Denied>> {
         for rule in &self.rules {
             let decided = match (&rule.matcher, host) {
@@ -142,31 +175,44 @@ impl DestinationRules {
         None
     }
 
-    /// The decision for one resolved address of `host`. `listeners` are the proxy's own.
-    pub fn check_addr(
-        &self,
-        host: &Host,
-        addr: SocketAddr,
-        listeners: &[SocketAddr],
-    ) -> Result<(), Denied> {
-        if is_own_listener(addr, listeners) {
-            return Err(Denied(format!("{addr} is this proxy's own listener")));
-        }
-        let ip = addr.ip().to_canonical();
+    /// The decision for one resolved address of `host`. An address that carries an IPv4
+    /// address passes only if every address it stands for passes.
+    pub fn check_addr(&self, host: &Host, ip: IpAddr) -> Result<(), Denied> {
+        let asked = ip.to_canonical();
+        embedded::judged(asked)
+            .into_iter()
+            .try_for_each(|judged| self.check_one(host, asked, judged))
+    }
+
+    /// The decision for `judged`, one of the addresses `asked` stands for.
+    fn check_one(&self, host: &Host, asked: IpAddr, judged: IpAddr) -> Result<(), Denied> {
+        let shown = if asked == judged {
+            asked.to_string()
+        } else {
+            format!("{asked} (carrying {judged})")
+        };
+        // The range of the address rule that allowed `judged`; a host rule or `all` opens none.
+        let mut opened = None;
         for rule in &self.rules {
             let matched = match (&rule.matcher, host) {
                 (Matcher::All, _) => true,
                 (Matcher::Host(pattern), Host::Name(name)) => pattern.matches(name),
                 (Matcher::Host(_), Host::Ip(_)) => false,
-                (Matcher::Addr(range), _) => range.contains(ip),
+                (Matcher::Addr(range), _) => range.contains(judged),
             };
             if matched {
-                return verdict(rule, host).map_err(|Denied(why)| Denied(format!("{ip}: {why}")));
+                verdict(rule, host).map_err(|Denied(why)| Denied(format!("{shown}: {why}")))?;
+                if let Matcher::Addr(range) = &rule.matcher {
+                    opened = Some(*range);
+                }
+                break;
             }
         }
-        match BUILT_IN.iter().find(|(range, _)| range.contains(ip)) {
-            Some((_, what)) => Err(Denied(format!(
-                "{ip} is a {what} address, which sluice refuses unless a destination_allow rule allows it"
+        match BUILT_IN.iter().find(|(range, _)| range.contains(judged)) {
+            Some((range, _)) if opened.is_some_and(|rule| rule.within(range)) => Ok(()),
+            Some((range, what)) => Err(Denied(format!(
+                "{shown} is a {what} address ({range}), which sluice refuses unless a \
+                 destination_allow rule names an address range inside {range}"
             ))),
             None => Ok(()),
         }
@@ -182,19 +228,6 @@ fn verdict(rule: &DestinationRule, host: &Host) -> Result<(), Denied> {
             rule.origin
         )))
     }
-}
-
-/// Whether `addr` is one of the proxy's listeners. A listener on all addresses counts for the
-/// loopback and unspecified addresses of its family at its port.
-fn is_own_listener(addr: SocketAddr, listeners: &[SocketAddr]) -> bool {
-    let ip = addr.ip().to_canonical();
-    listeners.iter().any(|listener| {
-        listener.port() == addr.port()
-            && (listener.ip() == ip
-                || (listener.ip().is_unspecified()
-                    && listener.is_ipv4() == ip.is_ipv4()
-                    && (ip.is_loopback() || ip.is_unspecified())))
-    })
 }
 
 #[cfg(test)]
@@ -220,7 +253,7 @@ mod tests {
         Host::Name(n.into())
     }
 
-    fn addr(s: &str) -> SocketAddr {
+    fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
@@ -239,26 +272,23 @@ mod tests {
     fn built_in_denials_hold_without_rules() {
         let rules = DestinationRules::default();
         for denied in [
-            "127.0.0.1:443",
-            "[::1]:443",
-            "169.254.169.254:80",
-            "[fe80::1]:443",
-            "0.0.0.0:443",
-            "224.0.0.1:443",
-            "[::ffff:127.0.0.1]:443",
+            "127.0.0.1",
+            "::1",
+            "169.254.169.254",
+            "fe80::1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "::ffff:127.0.0.1",
+            "fd00:ec2::254",
+            "fd20:ce::254",
+            "100.100.100.200",
         ] {
             assert!(
-                rules
-                    .check_addr(&name("x.test"), addr(denied), &[])
-                    .is_err(),
+                rules.check_addr(&name("x.test"), ip(denied)).is_err(),
                 "{denied}"
             );
         }
-        assert!(
-            rules
-                .check_addr(&name("x.test"), addr("192.0.2.1:443"), &[])
-                .is_ok()
-        );
+        assert!(rules.check_addr(&name("x.test"), ip("192.0.2.1")).is_ok());
         assert_eq!(rules.check_name(&name("x.test")), None);
     }
 
@@ -293,34 +323,106 @@ mod tests {
         // Address rules see the resolved addresses.
         assert!(
             rules
-                .check_addr(&name("local.test"), addr("127.0.0.1:443"), &[])
+                .check_addr(&name("local.test"), ip("127.0.0.1"))
                 .is_ok()
         );
         let denied = rules
-            .check_addr(&name("doc.test"), addr("192.0.2.5:443"), &[])
+            .check_addr(&name("doc.test"), ip("192.0.2.5"))
             .unwrap_err();
         assert!(denied.0.contains("p.conf:3"), "{denied}");
     }
 
     #[test]
-    fn the_proxys_own_listeners_are_never_a_destination() {
+    fn a_name_rule_or_all_does_not_open_a_built_in_range() {
+        for allowing in [
+            Matcher::Host(HostPattern::parse("*.partner.example")),
+            Matcher::All,
+            Matcher::Addr(Cidr::parse("0.0.0.0/0").unwrap()),
+            Matcher::Addr(Cidr::parse("::/0").unwrap()),
+        ] {
+            let mut rules = DestinationRules::default();
+            rules.push(rule(true, allowing.clone(), 1));
+            let host = name("evil.partner.example");
+            assert!(
+                !matches!(rules.check_name(&host), Some(Err(_))),
+                "{allowing:?}"
+            );
+            for local in ["127.0.0.1", "169.254.169.254", "::1", "fd00:ec2::254"] {
+                let denied = rules.check_addr(&host, ip(local)).unwrap_err();
+                assert!(
+                    denied.0.contains("which sluice refuses unless"),
+                    "{allowing:?} {local}: {denied}"
+                );
+            }
+            assert!(rules.check_addr(&host, ip("192.0.2.1")).is_ok());
+        }
+    }
+
+    #[test]
+    fn an_address_rule_inside_a_built_in_range_opens_it() {
         let mut rules = DestinationRules::default();
-        rules.push(rule(true, Matcher::All, 1));
-        let own = [addr("127.0.0.1:3128"), addr("0.0.0.0:8080")];
-        assert!(
-            rules
-                .check_addr(&name("x"), addr("127.0.0.1:3128"), &own)
-                .is_err()
-        );
-        assert!(
-            rules
-                .check_addr(&name("x"), addr("127.0.0.1:8080"), &own)
-                .is_err()
-        );
-        assert!(
-            rules
-                .check_addr(&name("x"), addr("127.0.0.1:3129"), &own)
-                .is_ok()
-        );
+        rules.push(rule(
+            true,
+            Matcher::Addr(Cidr::parse("127.0.0.0/8").unwrap()),
+            1,
+        ));
+        rules.push(rule(
+            true,
+            Matcher::Addr(Cidr::parse("169.254.169.254").unwrap()),
+            2,
+        ));
+        rules.push(rule(true, Matcher::Addr(Cidr::parse("::1").unwrap()), 3));
+        let host = name("x.test");
+        for opened in ["127.0.0.1", "127.5.5.5", "169.254.169.254", "::1"] {
+            assert!(rules.check_addr(&host, ip(opened)).is_ok(), "{opened}");
+        }
+        // Only what the rules name: the rest of link-local stays shut.
+        assert!(rules.check_addr(&host, ip("169.254.0.1")).is_err());
+    }
+
+    #[test]
+    fn an_ipv6_address_carrying_an_ipv4_address_is_judged_by_it() {
+        let rules = DestinationRules::default();
+        let host = name("x.test");
+        for carrying in [
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::a9fe:a9fe",
+            "::ffff:0:127.0.0.1",
+            "::127.0.0.1",
+            "2002:7f00:1::1",
+            "2001:0:a00:1::80ff:fffe",
+            "64:ff9b::6464:64c8",
+        ] {
+            let denied = rules.check_addr(&host, ip(carrying)).unwrap_err();
+            assert!(denied.0.contains("carrying"), "{carrying}: {denied}");
+        }
+        assert!(rules.check_addr(&host, ip("64:ff9b::c000:201")).is_ok());
+
+        let mut rules = DestinationRules::default();
+        rules.push(rule(
+            false,
+            Matcher::Addr(Cidr::parse("10.0.0.0/8").unwrap()),
+            1,
+        ));
+        rules.push(rule(true, Matcher::All, 2));
+        for carrying in [
+            "64:ff9b::a00:1",
+            "::ffff:10.1.2.3",
+            "2002:a00:1::",
+            "2001:0:c000:201::f5ff:fffe",
+        ] {
+            let denied = rules.check_addr(&host, ip(carrying)).unwrap_err();
+            assert!(denied.0.contains("p.conf:1"), "{carrying}: {denied}");
+        }
+        assert!(rules.check_addr(&host, ip("64:ff9b::808:808")).is_ok());
+
+        // An explicit address rule opens the IPv4 range for its IPv6 spellings too.
+        let mut rules = DestinationRules::default();
+        rules.push(rule(
+            true,
+            Matcher::Addr(Cidr::parse("127.0.0.0/8").unwrap()),
+            1,
+        ));
+        assert!(rules.check_addr(&host, ip("64:ff9b::7f00:1")).is_ok());
     }
 }

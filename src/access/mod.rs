@@ -4,11 +4,16 @@
 pub mod auth;
 pub mod cidr;
 mod destination;
+mod embedded;
+pub mod htpasswd;
+mod md5_crypt;
+mod own;
 pub mod settings;
 
 pub use auth::Auth;
 pub use cidr::Cidr;
 pub use destination::{DestinationRule, DestinationRules, HostPattern, Matcher};
+pub use own::{OwnListeners, host_addresses};
 
 use std::net::IpAddr;
 

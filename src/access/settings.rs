@@ -7,9 +7,9 @@
 use std::net::IpAddr;
 
 use super::ClientRules;
-use super::auth::Users;
 use super::cidr::Cidr;
 use super::destination::{DestinationRule, DestinationRules, HostPattern, Matcher};
+use super::htpasswd::Users;
 use crate::config::directive::{Context, HTTP_SERVER, HTTP_SERVER_LOCATION, MANY, Spec};
 use crate::config::values::{SPLITS_A_LINE, splits_a_line};
 use crate::config::{ConfigError, Cx, Directive};
@@ -87,12 +87,13 @@ impl AccessSettings {
             }
             "auth_basic_user_file" => {
                 let path = cx.relative_path(arg);
-                let users = Users::load(&path).map_err(|error| {
+                let (users, warnings) = Users::load(&path).map_err(|error| {
                     cx.error(
                         directive,
                         format!("in the \"auth_basic_user_file\" directive: {error}"),
                     )
                 })?;
+                cx.warnings.extend(warnings);
                 self.auth_users = Some(users);
             }
             _ => return Err(cx.not_allowed(directive)),
