@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::access_log::{AccessLog, Client, Entry};
-use crate::config::{ConnectVar, Server};
+use crate::connect::ConnectVar;
 use crate::context::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
@@ -25,6 +25,7 @@ use crate::limits::Places;
 use crate::metrics::{self, Mode};
 use crate::request::{Head, ReadError, read_head};
 use crate::route;
+use crate::settings::Server;
 use crate::stream::{Conn, reset};
 use crate::target::Target;
 use crate::tunnel::{self, Early, Outcome};
@@ -49,14 +50,14 @@ pub async fn serve(
         id: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
     };
     let mut client = Conn::new(stream);
-    let mut idle = ctx.config.client_header_timeout;
+    let mut idle = ctx.config.client.header_timeout;
     let mut requests = 0;
     loop {
         ctx = ctx.latest();
         let consumed = client.buf.consumed();
         // A stopping proxy lets requests and tunnels finish, but waits for no new request.
         let read = tokio::select! {
-            read = read_head(&mut client, ctx.limits, idle, ctx.config.client_header_timeout) => read,
+            read = read_head(&mut client, ctx.limits, idle, ctx.config.client.header_timeout) => read,
             () = ctx.stopping() => return,
         };
         // A reload while the connection waited: the request is judged by the new context.
@@ -73,7 +74,7 @@ pub async fn serve(
                 return refuse_logged(client.stream, entry, &config.access_log, error).await;
             }
         };
-        if !config.underscores_in_headers {
+        if !config.client.underscores_in_headers {
             drop_underscored(&mut head, peer);
         }
         let mut entry = Entry::new(&who, requests, Some(&head));
@@ -93,7 +94,7 @@ pub async fn serve(
         match result {
             Ok(Next::KeepAlive) => {
                 finish(&entry, log, Some(Mode::Forward));
-                idle = config.keepalive_timeout;
+                idle = config.client.keepalive_timeout;
             }
             Ok(Next::Close) => {
                 finish(&entry, log, Some(Mode::Forward));
@@ -131,7 +132,7 @@ async fn admit(
     peer: SocketAddr,
     ctx: &ServerContext,
 ) -> Result<Option<String>, ProxyError> {
-    if ctx.config.clients.check(peer.ip()).is_err() {
+    if ctx.config.access.clients.check(peer.ip()).is_err() {
         return Err(ProxyError::ClientDenied);
     }
     let Some(auth) = &ctx.auth else {
@@ -166,15 +167,15 @@ async fn connect(
     };
     entry.connect = Some(target.clone());
     let options = DialOptions {
-        timeout: config.connect_timeout,
-        bind: config.connect_bind,
+        timeout: config.connect.connect_timeout,
+        bind: config.connect.bind,
     };
     let route = route::pick(ctx, &target);
     let dialled = upstream::connect(
         ctx,
         &route,
         &target,
-        config.connect_address,
+        config.connect.address,
         options,
         &mut entry.timings,
     )
@@ -187,7 +188,7 @@ async fn connect(
     entry.status = 200;
     let response = established_response(config, &target, upstream.addr);
     let sent = tokio::time::timeout(
-        config.data_timeout,
+        config.connect.data_timeout,
         client.stream.write_all(response.as_bytes()),
     )
     .await;
@@ -246,7 +247,7 @@ fn hand_over(tunnel: Tunnel, entry: Entry<'_>, ctx: &Arc<ServerContext>, places:
 /// both sockets are shut down, so the tunnel ends at once with its byte counts and is logged.
 async fn run_tunnel(tunnel: Tunnel, ctx: &ServerContext) -> Outcome {
     let sockets = [tunnel.client.as_raw_fd(), tunnel.upstream.as_raw_fd()];
-    let idle = ctx.config.data_timeout;
+    let idle = ctx.config.connect.data_timeout;
     let run = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle);
     tokio::pin!(run);
     tokio::select! {
@@ -292,12 +293,12 @@ fn drop_underscored(head: &mut Head, peer: SocketAddr) {
 
 /// Checks a CONNECT against this server's policy and parses its target.
 fn connect_target(head: &Head, config: &Server) -> Result<Target, ProxyError> {
-    if !config.proxy_connect {
+    if !config.connect.enabled {
         return Err(ProxyError::ConnectDisabled);
     }
     forward::refuse_connect_body(head)?;
     let target = Target::parse_authority(&head.target)?;
-    if !config.connect_ports.allows(target.port) {
+    if !config.connect.ports.allows(target.port) {
         return Err(ProxyError::PortNotAllowed(target.port));
     }
     Ok(target)
@@ -305,7 +306,7 @@ fn connect_target(head: &Head, config: &Server) -> Result<Target, ProxyError> {
 
 /// The head that tells the client its tunnel is open.
 fn established_response(config: &Server, target: &Target, upstream: SocketAddr) -> String {
-    let Some(template) = &config.connect_response else {
+    let Some(template) = &config.connect.response else {
         return format!(
             "HTTP/1.1 200 Connection Established\r\nProxy-agent: {}\r\n\r\n",
             crate::AGENT

@@ -10,11 +10,11 @@ use tokio::sync::watch;
 
 use crate::access::{Auth, OwnListeners};
 use crate::access_log::AccessLog;
-use crate::config::Server;
 use crate::forward::Pool;
 use crate::limits::PerClient;
 use crate::request::Limits;
 use crate::resolve::Resolver;
+use crate::settings::Server;
 
 /// Everything a connection accepted by one `server` block needs.
 pub struct ServerContext {

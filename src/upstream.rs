@@ -72,7 +72,7 @@ async fn reach(
     timings: &mut Timings,
 ) -> Result<Upstream, ProxyError> {
     // A host rule settles some names before any DNS query is sent.
-    if let Some(Err(denied)) = ctx.config.destinations.check_name(&target.host) {
+    if let Some(Err(denied)) = ctx.config.access.destinations.check_name(&target.host) {
         return Err(ProxyError::DestinationDenied(denied.to_string()));
     }
     match route {
@@ -89,7 +89,7 @@ async fn direct(
     options: DialOptions,
     timings: &mut Timings,
 ) -> Result<Upstream, ProxyError> {
-    let rules = &ctx.config.destinations;
+    let rules = &ctx.config.access.destinations;
     let started = Instant::now();
     let addrs = match address {
         Some((ip, port)) => vec![SocketAddr::new(ip, port.unwrap_or(target.port))],

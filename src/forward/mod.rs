@@ -13,6 +13,7 @@ mod chunked;
 mod framing;
 mod headers;
 mod pool;
+pub mod settings;
 mod uri;
 
 pub use chunked::{Chunk, ChunkError, ChunkedDecoder};
@@ -29,7 +30,6 @@ use self::body::{BodyError, Encoding, Pipe};
 use self::framing::Framing;
 use self::headers::{ClientFraming, RequestInfo, ResponseHead};
 use crate::access_log::Entry;
-use crate::config::Forwarding;
 use crate::context::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
@@ -37,6 +37,7 @@ use crate::request::Head;
 use crate::route::{self, Route};
 use crate::stream::{Conn, HeadError, ReadBuf, reset, write_all};
 use crate::upstream::{self, Timings, Upstream};
+use settings::Forwarding;
 
 /// The largest response head accepted from an origin.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -130,7 +131,7 @@ pub async fn forward(
     }
     let options = DialOptions {
         timeout: forwarding.connect_timeout,
-        bind: config.connect_bind,
+        bind: config.connect.bind,
     };
     entry.timings = Timings::default();
     let connected = upstream::connect(
@@ -256,7 +257,7 @@ impl Exchange<'_> {
                     from: client_stream,
                     buf: client_buf,
                     to: up_stream,
-                    read_timeout: self.ctx.config.client_body_timeout,
+                    read_timeout: self.ctx.config.client.body_timeout,
                     write_timeout: self.forwarding.send_timeout,
                     head: Vec::new(),
                     head_written: 0,
@@ -341,7 +342,7 @@ impl Exchange<'_> {
         head: &[u8],
         entry: &mut Entry<'_>,
     ) -> std::io::Result<()> {
-        write_all(client, head, self.ctx.config.send_timeout).await?;
+        write_all(client, head, self.ctx.config.client.send_timeout).await?;
         entry.sent(head.len() as u64, 0);
         Ok(())
     }
@@ -375,7 +376,7 @@ impl Exchange<'_> {
         entry: &mut Entry<'_>,
     ) -> Result<Relayed, Attempt> {
         let read_timeout = self.forwarding.read_timeout;
-        let send_timeout = self.ctx.config.send_timeout;
+        let send_timeout = self.ctx.config.client.send_timeout;
         let gateway = |error: ProxyError| {
             if answered.load(Ordering::Relaxed) {
                 Ok(Relayed::Aborted)
