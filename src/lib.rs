@@ -42,6 +42,7 @@ pub mod error;
 pub mod forward;
 pub mod limits;
 pub mod metrics;
+pub mod relay;
 pub mod request;
 pub mod resolve;
 pub mod server;
@@ -51,6 +52,7 @@ pub mod status;
 pub mod stream;
 pub mod target;
 pub mod template;
+pub mod transport;
 pub mod tunnel;
 pub mod upstream;
 

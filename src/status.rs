@@ -12,8 +12,9 @@ use tokio::task::AbortHandle;
 
 use crate::config::StatusListen;
 use crate::metrics;
+use crate::relay::write_all;
 use crate::request::{Head, Limits, ReadError, read_head};
-use crate::stream::{Conn, write_all};
+use crate::stream::Conn;
 
 /// Status connections served at once. A scraper or a health check needs one, for a moment.
 const MAX_CONNECTIONS: usize = 64;
@@ -69,7 +70,10 @@ async fn answer(stream: TcpStream) {
         Err(ReadError::Refused(error)) => error.response(),
         Err(ReadError::Closed) => return,
     };
-    if write_all(&conn.stream, &response, TIMEOUT).await.is_ok() {
+    if write_all(&mut conn.stream, &response, TIMEOUT)
+        .await
+        .is_ok()
+    {
         let _ = conn.stream.shutdown().await;
     }
 }

@@ -31,8 +31,10 @@ use crate::config::Forwarding;
 use crate::connection::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
+use crate::relay::write_all;
 use crate::request::Head;
-use crate::stream::{Conn, HeadError, ReadBuf, reset, write_all};
+use crate::stream::{Conn, HeadError, ReadBuf};
+use crate::transport::{ClientStream, ReadSide, WriteSide, reset};
 use crate::upstream::{self, Timings, Upstream};
 
 /// The largest response head accepted from an origin.
@@ -77,8 +79,8 @@ pub struct Report {
 
 /// Forwards one request. `Err` means nothing was sent to the client yet and it gets that
 /// error as its answer. `report` says what happened either way.
-pub async fn forward(
-    client: &mut Conn,
+pub async fn forward<S: ClientStream>(
+    client: &mut Conn<S>,
     head: &Head,
     peer: SocketAddr,
     ctx: &ServerContext,
@@ -207,11 +209,15 @@ impl Exchange<'_> {
     }
 
     /// Sends the request on `upstream` and relays the answer.
-    async fn run(&self, client: &mut Conn, upstream: Upstream) -> Result<Next, Attempt> {
+    async fn run<S: ClientStream>(
+        &self,
+        client: &mut Conn<S>,
+        upstream: Upstream,
+    ) -> Result<Next, Attempt> {
         let addr = upstream.addr;
         let mut upstream = Conn::new(upstream.stream);
         if write_all(
-            &upstream.stream,
+            &mut upstream.stream,
             &self.request,
             self.forwarding.send_timeout,
         )
@@ -226,6 +232,8 @@ impl Exchange<'_> {
         let body_done = AtomicBool::new(no_body_bytes(self.framing));
         let answered = AtomicBool::new(false);
         let relayed = {
+            // Each future reads one stream and writes the other: the body goes up from the
+            // client's read side while the answer comes down into its write side.
             let Conn {
                 stream: client_stream,
                 buf: client_buf,
@@ -234,11 +242,13 @@ impl Exchange<'_> {
                 stream: up_stream,
                 buf: up_buf,
             } = &mut upstream;
+            let (mut client_in, mut client_out) = client_stream.split();
+            let (mut up_in, mut up_out) = up_stream.split();
             let send = async {
                 let mut pipe = Pipe {
-                    from: client_stream,
+                    from: &mut client_in,
                     buf: client_buf,
-                    to: up_stream,
+                    to: &mut up_out,
                     read_timeout: self.ctx.config.client_body_timeout,
                     write_timeout: self.forwarding.send_timeout,
                     head: Vec::new(),
@@ -255,7 +265,7 @@ impl Exchange<'_> {
                 }
                 sent
             };
-            let relay = self.relay(up_stream, up_buf, client_stream, &body_done, &answered);
+            let relay = self.relay(&mut up_in, up_buf, &mut client_out, &body_done, &answered);
             tokio::pin!(send, relay);
             let mut sending = true;
             loop {
@@ -310,7 +320,7 @@ impl Exchange<'_> {
     }
 
     /// Writes a response head to the client, counting it.
-    async fn send_head(&self, client: &TcpStream, head: &[u8]) -> std::io::Result<()> {
+    async fn send_head<W: WriteSide>(&self, client: &mut W, head: &[u8]) -> std::io::Result<()> {
         write_all(client, head, self.ctx.config.send_timeout).await?;
         self.tally
             .head_sent
@@ -337,11 +347,11 @@ impl Exchange<'_> {
 
     /// Reads the origin's answer and relays it: interim `1xx` heads, then the final head and
     /// its body, re-framed for the client.
-    async fn relay(
+    async fn relay<R: ReadSide, W: WriteSide>(
         &self,
-        upstream: &TcpStream,
+        upstream: &mut R,
         up_buf: &mut ReadBuf,
-        client: &TcpStream,
+        client: &mut W,
         body_done: &AtomicBool,
         answered: &AtomicBool,
     ) -> Result<Relayed, Attempt> {
@@ -403,7 +413,7 @@ impl Exchange<'_> {
                     );
                     answered.store(true, Ordering::Relaxed);
                     self.tally.status.store(101, Ordering::Relaxed);
-                    return Ok(match self.send_head(client, &head).await {
+                    return Ok(match self.send_head(&mut *client, &head).await {
                         Ok(()) => Relayed::Upgraded,
                         Err(_) => Relayed::Aborted,
                     });
@@ -419,7 +429,7 @@ impl Exchange<'_> {
                             self.forwarding.via,
                         );
                         answered.store(true, Ordering::Relaxed);
-                        if self.send_head(client, &head).await.is_err() {
+                        if self.send_head(&mut *client, &head).await.is_err() {
                             return Ok(Relayed::Aborted);
                         }
                     }
