@@ -1,10 +1,10 @@
 //! One client connection, from its first byte to its close.
 //!
 //! The transport's handshake turns the accepted socket into the client's stream. Then: read a
-//! head, admit the client. A CONNECT this server may serve is resolved and dialled, answered `200`, and
-//! the connection becomes a tunnel. An absolute-form request is forwarded, and the connection
-//! reads its next request if both sides allow it. Any failure before the client got an answer
-//! becomes one error response, written here and nowhere else, followed by a close.
+//! head; admit the client. A CONNECT this server may serve is resolved and dialled, answered
+//! `200`, and the connection becomes a tunnel. An absolute-form request is forwarded, and the
+//! connection reads its next request if both sides allow it. Any failure before the client got
+//! an answer becomes one error response, written here and nowhere else, followed by a close.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;

@@ -89,6 +89,20 @@ pub trait WriteSide: AsyncWrite + Unpin + Send {
     fn plain(&self) -> Option<&TcpStream>;
 }
 
+/// The read half [`tokio::io::split`] makes of a stream that is not a plain socket (TLS).
+impl<T: AsyncRead + Send> ReadSide for tokio::io::ReadHalf<T> {
+    fn plain(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+/// The write half [`tokio::io::split`] makes of a stream that is not a plain socket (TLS).
+impl<T: AsyncWrite + Send> WriteSide for tokio::io::WriteHalf<T> {
+    fn plain(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
 impl ClientStream for TcpStream {
     type Reader<'a> = tcp::ReadHalf<'a>;
     type Writer<'a> = tcp::WriteHalf<'a>;

@@ -231,4 +231,95 @@ mod tests {
         let outcome = tunnel.await.expect("the relay ends without a panic");
         assert!(matches!(outcome.end, End::Closed), "{:?}", outcome.end);
     }
+
+    /// A stream that is not a plain socket, as a TLS stream is not: it says so, and splits
+    /// through [`tokio::io::split`].
+    struct Wrapped(TcpStream);
+
+    impl tokio::io::AsyncRead for Wrapped {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Wrapped {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.0).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.0).poll_shutdown(cx)
+        }
+    }
+
+    impl ReadSide for Wrapped {
+        fn plain(&self) -> Option<&TcpStream> {
+            None
+        }
+    }
+
+    impl crate::transport::WriteSide for Wrapped {
+        fn plain(&self) -> Option<&TcpStream> {
+            None
+        }
+    }
+
+    impl ClientStream for Wrapped {
+        type Reader<'a> = tokio::io::ReadHalf<&'a mut Wrapped>;
+        type Writer<'a> = tokio::io::WriteHalf<&'a mut Wrapped>;
+
+        fn split(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>) {
+            tokio::io::split(self)
+        }
+
+        fn socket(&self) -> &TcpStream {
+            &self.0
+        }
+    }
+
+    /// Where one end is not a plain socket, splice is not tried: the bytes, early ones first,
+    /// and the half-closes cross through a buffer.
+    #[tokio::test]
+    async fn a_stream_that_is_not_a_plain_socket_is_copied_through_a_buffer() {
+        let (mut client, client_end) = pair().await;
+        let (mut origin, origin_end) = pair().await;
+        let early = Early {
+            up: b"early ".to_vec(),
+            down: Vec::new(),
+        };
+        let tunnel = tokio::spawn(relay(
+            Wrapped(client_end),
+            origin_end,
+            early,
+            Duration::from_secs(10),
+            true,
+        ));
+        let up: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        let down: Vec<u8> = (0..1 << 20).map(|i| (i % 241) as u8).collect();
+        let (sent_up, sent_down) = (up.clone(), down.clone());
+        let client_side = tokio::spawn(async move { exchange(&mut client, &sent_up).await });
+        let origin_side = tokio::spawn(async move { exchange(&mut origin, &sent_down).await });
+        let at_origin = origin_side.await.unwrap();
+        assert_eq!(&at_origin[..6], b"early ");
+        assert!(at_origin[6..] == up[..], "upstream bytes differ");
+        assert!(
+            client_side.await.unwrap() == down,
+            "downstream bytes differ"
+        );
+        let outcome = tunnel.await.unwrap();
+        assert!(matches!(outcome.end, End::Closed), "{:?}", outcome.end);
+        assert_eq!((outcome.up, outcome.down), (6 + (1 << 20), 1 << 20));
+    }
 }

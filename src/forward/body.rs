@@ -1,8 +1,9 @@
 //! Streaming a body from one stream to another, re-framed on the way.
 //!
 //! Memory is bounded by the read buffer: bytes are written out as they arrive, never
-//! collected; reading and writing are the byte mover's ([`crate::relay`]). Chunked input is decoded and, where the receiver speaks HTTP/1.1, re-encoded
-//! with sluice's own framing; trailers are dropped.
+//! collected; reading and writing are the byte mover's ([`crate::relay`]). Chunked input is
+//! decoded and, where the receiver speaks HTTP/1.1, re-encoded with sluice's own framing;
+//! trailers are dropped.
 
 use std::io;
 use std::time::Duration;
