@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::access::{Auth, OwnListeners};
 use crate::access_log::{AccessLog, Client, Entry};
-use crate::config::{ConnectVar, Server};
+use crate::connect::ConnectVar;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
 use crate::forward::{self, Next, Pool, Report};
@@ -26,6 +26,7 @@ use crate::limits::{PerClient, Places};
 use crate::metrics::{self, Mode, Refusal};
 use crate::request::{Head, Limits, ReadError, read_head};
 use crate::resolve::Resolver;
+use crate::settings::Server;
 use crate::stream::Conn;
 use crate::target::Target;
 use crate::transport::{self, ClientInfo, ClientStream, reset};
@@ -130,14 +131,14 @@ async fn converse<S: ClientStream>(
         id: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
     };
     let mut client = Conn::new(stream);
-    let mut idle = ctx.config.client_header_timeout;
+    let mut idle = ctx.config.client.header_timeout;
     let mut requests = 0;
     loop {
         ctx = ctx.latest();
         let consumed = client.buf.consumed();
         // A stopping proxy lets requests and tunnels finish, but waits for no new request.
         let read = tokio::select! {
-            read = read_head(&mut client, ctx.limits, idle, ctx.config.client_header_timeout) => read,
+            read = read_head(&mut client, ctx.limits, idle, ctx.config.client.header_timeout) => read,
             () = ctx.stopping() => return,
         };
         // A reload while the connection waited: the request is judged by the new context.
@@ -154,7 +155,7 @@ async fn converse<S: ClientStream>(
                 return refuse_logged(client.stream, entry, &config.access_log, error).await;
             }
         };
-        if !config.underscores_in_headers {
+        if !config.client.underscores_in_headers {
             drop_underscored(&mut head, peer);
         }
         let mut entry = Entry::new(&who, requests, Some(&head));
@@ -184,7 +185,7 @@ async fn converse<S: ClientStream>(
         match result {
             Ok(Next::KeepAlive) => {
                 finish(&entry, log, Some(Mode::Forward));
-                idle = config.keepalive_timeout;
+                idle = config.client.keepalive_timeout;
             }
             Ok(Next::Close) => {
                 finish(&entry, log, Some(Mode::Forward));
@@ -222,7 +223,7 @@ async fn admit(
     peer: SocketAddr,
     ctx: &ServerContext,
 ) -> Result<Option<String>, ProxyError> {
-    if ctx.config.clients.check(peer.ip()).is_err() {
+    if ctx.config.access.clients.check(peer.ip()).is_err() {
         return Err(ProxyError::ClientDenied);
     }
     let Some(auth) = &ctx.auth else {
@@ -256,13 +257,13 @@ async fn connect<S: ClientStream>(
     };
     entry.connect = Some(target.clone());
     let options = DialOptions {
-        timeout: config.connect_timeout,
-        bind: config.connect_bind,
+        timeout: config.connect.connect_timeout,
+        bind: config.connect.bind,
     };
     let dialled = upstream::connect(
         ctx,
         &target,
-        config.connect_address,
+        config.connect.address,
         options,
         &mut entry.timings,
     )
@@ -275,7 +276,7 @@ async fn connect<S: ClientStream>(
     entry.status = 200;
     let response = established_response(config, &target, upstream.addr);
     let sent = tokio::time::timeout(
-        config.data_timeout,
+        config.connect.data_timeout,
         send(&mut client.stream, response.as_bytes()),
     )
     .await;
@@ -342,7 +343,7 @@ async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> 
         tunnel.client.socket().as_raw_fd(),
         tunnel.upstream.as_raw_fd(),
     ];
-    let idle = ctx.config.data_timeout;
+    let idle = ctx.config.connect.data_timeout;
     let run = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle);
     tokio::pin!(run);
     tokio::select! {
@@ -389,12 +390,12 @@ fn drop_underscored(head: &mut Head, peer: SocketAddr) {
 
 /// Checks a CONNECT against this server's policy and parses its target.
 fn connect_target(head: &Head, config: &Server) -> Result<Target, ProxyError> {
-    if !config.proxy_connect {
+    if !config.connect.enabled {
         return Err(ProxyError::ConnectDisabled);
     }
     forward::refuse_connect_body(head)?;
     let target = Target::parse_authority(&head.target)?;
-    if !config.connect_ports.allows(target.port) {
+    if !config.connect.ports.allows(target.port) {
         return Err(ProxyError::PortNotAllowed(target.port));
     }
     Ok(target)
@@ -414,7 +415,7 @@ fn not_connect(head: &Head) -> ProxyError {
 
 /// The head that tells the client its tunnel is open.
 fn established_response(config: &Server, target: &Target, upstream: SocketAddr) -> String {
-    let Some(template) = &config.connect_response else {
+    let Some(template) = &config.connect.response else {
         return format!(
             "HTTP/1.1 200 Connection Established\r\nProxy-agent: {}\r\n\r\n",
             crate::AGENT

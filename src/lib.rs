@@ -33,13 +33,18 @@
 //! - [`access`] decides who may use the proxy and where it may go (allow/deny, proxy
 //!   authentication, destination rules); [`limits`] counts connections.
 //! - [`deadline`] computes deadlines that cannot overflow, whatever time a caller passes.
-//! - [`config`] reads the nginx-syntax configuration; [`template`] expands `$variables`.
+//! - [`config`] is the nginx configuration language: lexer, syntax tree, value parsers, and the
+//!   walker that checks each directive against the module that declares it. Each module keeps
+//!   its directives and their settings in its own `settings` ([`connect`] for CONNECT);
+//!   [`settings`] assembles them into a server's [`settings::Config`]. [`template`] expands
+//!   `$variables`.
 //! - [`access_log`] writes one line per request off the event loop; [`metrics`] counts, and
 //!   [`status`] serves the counts (`/metrics`) and `/healthz` on `status_listen`.
 
 pub mod access;
 pub mod access_log;
 pub mod config;
+pub mod connect;
 pub mod connection;
 pub mod deadline;
 pub mod dial;
@@ -51,6 +56,7 @@ pub mod relay;
 pub mod request;
 pub mod resolve;
 pub mod server;
+pub mod settings;
 #[cfg(target_os = "linux")]
 pub mod splice;
 pub mod status;

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use argh::FromArgs;
-use sluice::config::{Config, EMBEDDED_NAME};
 use sluice::server::Proxy;
+use sluice::settings::{Config, EMBEDDED_NAME};
 
 /// A forward proxy for HTTPS egress: CONNECT tunnels, configured in nginx syntax.
 /// Without -c it listens on 127.0.0.1:3128 and tunnels to ports 443 and 563.
@@ -62,7 +62,8 @@ fn main() -> ExitCode {
 fn test_config(config: Result<Config, sluice::config::ConfigError>, shown: &str) -> ExitCode {
     // As nginx -t does, the log files are opened (and created) too.
     let config = config.and_then(|config| {
-        sluice::access_log::open_files(&config).map_err(sluice::config::ConfigError::whole_file)?;
+        sluice::access_log::open_files(config.access_logs())
+            .map_err(sluice::config::ConfigError::whole_file)?;
         Ok(config)
     });
     match config {

@@ -17,12 +17,13 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::access::{Auth, OwnListeners};
-use crate::config::{Config, Listen, Origin, Server};
+use crate::config::Origin;
 use crate::connection::{self, ServerContext};
 use crate::error::ProxyError;
 use crate::forward::Pool;
 use crate::limits::{Gauge, PerClient, Places};
 use crate::resolve::Resolver;
+use crate::settings::{Config, Listen, Server};
 
 /// The listen backlog when `listen ... backlog=N` does not say; the kernel caps it at
 /// `net.core.somaxconn`.
@@ -132,7 +133,7 @@ impl Proxy {
     /// queued on them is lost), new addresses are bound, addresses it no longer lists are
     /// closed. Connections already open are not touched. On any error nothing changes.
     pub async fn reload(&mut self, config: &Config) -> Result<Reloaded, String> {
-        crate::access_log::open_files(config)?;
+        crate::access_log::open_files(config.access_logs())?;
         // Sockets first: every server must know all of the proxy's own addresses, which are
         // never a destination.
         let mut kept: Vec<(usize, usize, &Origin)> = Vec::new(); // (listener, server, listen)
@@ -256,16 +257,16 @@ impl Proxy {
             .servers
             .iter()
             .map(|server| {
-                let resolver = Resolver::new(server.resolver.as_ref(), server.resolver_timeout)
+                let resolver = Resolver::new(server.dns.resolver.as_ref(), server.dns.timeout)
                     .map_err(|e| format!("{e} (server in {})", server.origin))?;
-                let auth = match (&server.auth_realm, &server.auth_users) {
+                let auth = match (&server.access.auth_realm, &server.access.auth_users) {
                     (Some(realm), Some(users)) => Some(Auth::new(realm.clone(), users.clone())),
                     _ => None,
                 };
                 Ok(Arc::new(ServerContext {
                     config: server.clone(),
                     resolver,
-                    limits: server.limits,
+                    limits: server.client.limits,
                     pool: Pool::default(),
                     auth,
                     own_listeners: Arc::clone(own),

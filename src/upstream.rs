@@ -57,7 +57,7 @@ async fn reach(
     options: DialOptions,
     timings: &mut Timings,
 ) -> Result<Upstream, ProxyError> {
-    let rules = &ctx.config.destinations;
+    let rules = &ctx.config.access.destinations;
     // A host rule settles some names before any DNS query is sent.
     if let Some(Err(denied)) = rules.check_name(&target.host) {
         return Err(ProxyError::DestinationDenied(denied.to_string()));

@@ -13,10 +13,10 @@ use proptest::prelude::*;
 use proptest::sample::{Index, select};
 
 use sluice::access::htpasswd::Users;
-use sluice::config::Config;
 use sluice::error::ProxyError;
 use sluice::forward::{AbsoluteUri, Chunk, ChunkError, ChunkedDecoder};
 use sluice::request::{Head, Header, Limits, parse_head};
+use sluice::settings::Config;
 use sluice::target::{Host, Target};
 
 /// `n` cases, unless `PROPTEST_CASES` says otherwise.

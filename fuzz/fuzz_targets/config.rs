@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice::config::Config;
+use sluice::settings::Config;
 
 const FILE: &str = "fuzz.conf";
 

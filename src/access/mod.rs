@@ -8,6 +8,7 @@ mod embedded;
 pub mod htpasswd;
 mod md5_crypt;
 mod own;
+pub mod settings;
 
 pub use auth::Auth;
 pub use cidr::Cidr;

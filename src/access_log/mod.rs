@@ -7,6 +7,7 @@
 //! configuration, so a reload only builds new [`AccessLog`] handles.
 
 mod format;
+pub mod settings;
 mod writer;
 
 pub use format::{Escape, LogFormat};
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crate::config::{Config, Origin};
+use crate::config::Origin;
 use crate::request::Head;
 use crate::target::Target;
 use crate::upstream::Timings;
@@ -154,14 +155,11 @@ impl<'a> Entry<'a> {
     }
 }
 
-/// Opens (creating them if need be) every log file `config` names, so that a path that cannot
+/// Opens (creating them if need be) every log file of `levels`, so that a path that cannot
 /// be written is an error at startup, as in nginx:
 /// `open() "/var/log/sluice/access.log" failed (Permission denied), access_log in proxy.conf:7`.
-pub fn open_files(config: &Config) -> Result<(), String> {
-    let levels = config.servers.iter().flat_map(|server| {
-        std::iter::once(&server.access_log).chain(server.locations.iter().map(|l| &l.access_log))
-    });
-    for sink in levels.flat_map(AccessLog::sinks) {
+pub fn open_files<'a>(levels: impl IntoIterator<Item = &'a AccessLog>) -> Result<(), String> {
+    for sink in levels.into_iter().flat_map(AccessLog::sinks) {
         if let Destination::File(path) = &*sink.destination {
             open(path).map_err(|e| {
                 format!(

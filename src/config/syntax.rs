@@ -1,7 +1,7 @@
 //! Turns tokens into a tree of directives: `name arg ...;` or `name arg ... { ... }`.
 //!
 //! This layer knows only the shape of the language (missing `;`, unbalanced braces); what each
-//! directive means is decided in [`super::build`].
+//! directive means is decided by the module that declares it (see [`super::directive`]).
 
 use super::error::ConfigError;
 use super::lexer::{Located, Token};

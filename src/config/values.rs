@@ -136,12 +136,39 @@ pub fn parse_ip_and_port(text: &str) -> Option<(IpAddr, Option<u16>)> {
     (addr.port() != 0).then_some((addr.ip(), Some(addr.port())))
 }
 
+/// Why [`splits_a_line`] refuses a value.
+pub const SPLITS_A_LINE: &str = "CR, LF and NUL are not allowed in a value sent in a header";
+
+/// Whether a value written into a header line holds CR, LF or NUL: a line break would end the
+/// header early and turn the rest into a header (or a request) of its own, and HTTP parsers
+/// refuse NUL.
+pub fn splits_a_line(value: &str) -> bool {
+    value.contains(['\r', '\n', '\0'])
+}
+
 /// `on` or `off`.
 pub fn parse_flag(text: &str) -> Option<bool> {
     match text {
         "on" => Some(true),
         "off" => Some(false),
         _ => None,
+    }
+}
+
+/// Ports a destination may have (`proxy_connect_allow`, `proxy_http_allow`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortList {
+    All,
+    /// Inclusive ranges; a single port is a range of one.
+    Ranges(Vec<(u16, u16)>),
+}
+
+impl PortList {
+    pub fn allows(&self, port: u16) -> bool {
+        match self {
+            PortList::All => true,
+            PortList::Ranges(ranges) => ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&port)),
+        }
     }
 }
 

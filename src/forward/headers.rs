@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use super::framing::{Framing, list};
+use super::settings::{Forwarding, HeaderVar};
 use super::uri::AbsoluteUri;
-use crate::config::{Forwarding, HeaderVar};
 use crate::request::{Head, Header};
 
 /// Fields that describe one connection, not the message: never forwarded in either direction.
@@ -249,7 +249,7 @@ pub fn response_head(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SetHeader;
+    use crate::forward::settings::SetHeader;
     use crate::template::Template;
 
     fn head(text: &str) -> Head {

@@ -12,6 +12,7 @@ mod chunked;
 mod framing;
 mod headers;
 mod pool;
+pub mod settings;
 mod uri;
 
 pub use chunked::{Chunk, ChunkError, ChunkedDecoder};
@@ -27,7 +28,6 @@ use tokio::net::TcpStream;
 use self::body::{BodyError, Encoding, Pipe};
 use self::framing::Framing;
 use self::headers::{ClientFraming, RequestInfo, ResponseHead};
-use crate::config::Forwarding;
 use crate::connection::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
@@ -36,6 +36,7 @@ use crate::request::Head;
 use crate::stream::{Conn, HeadError, ReadBuf};
 use crate::transport::{ClientStream, ReadSide, WriteSide, reset};
 use crate::upstream::{self, Timings, Upstream};
+use settings::Forwarding;
 
 /// The largest response head accepted from an origin.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -139,7 +140,7 @@ pub async fn forward<S: ClientStream>(
     }
     let options = DialOptions {
         timeout: forwarding.connect_timeout,
-        bind: config.connect_bind,
+        bind: config.connect.bind,
     };
     report.timings = Timings::default();
     let connected = upstream::connect(ctx, &uri.target, None, options, &mut report.timings).await;
@@ -249,7 +250,7 @@ impl Exchange<'_> {
                     from: &mut client_in,
                     buf: client_buf,
                     to: &mut up_out,
-                    read_timeout: self.ctx.config.client_body_timeout,
+                    read_timeout: self.ctx.config.client.body_timeout,
                     write_timeout: self.forwarding.send_timeout,
                     head: Vec::new(),
                     head_written: 0,
@@ -321,7 +322,7 @@ impl Exchange<'_> {
 
     /// Writes a response head to the client, counting it.
     async fn send_head<W: WriteSide>(&self, client: &mut W, head: &[u8]) -> std::io::Result<()> {
-        write_all(client, head, self.ctx.config.send_timeout).await?;
+        write_all(client, head, self.ctx.config.client.send_timeout).await?;
         self.tally
             .head_sent
             .fetch_add(head.len() as u64, Ordering::Relaxed);
@@ -356,7 +357,7 @@ impl Exchange<'_> {
         answered: &AtomicBool,
     ) -> Result<Relayed, Attempt> {
         let read_timeout = self.forwarding.read_timeout;
-        let send_timeout = self.ctx.config.send_timeout;
+        let send_timeout = self.ctx.config.client.send_timeout;
         let gateway = |error: ProxyError| {
             if answered.load(Ordering::Relaxed) {
                 Ok(Relayed::Aborted)

@@ -2,6 +2,8 @@
 //! `max_connections_per_client` per server block, held as permits that give their place back
 //! when the connection's task ends; and the open-file limit the process runs with.
 
+pub mod settings;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,6 +2,8 @@
 //! health checks. Plain HTTP/1.1, one request per connection, and never a proxy: a CONNECT or
 //! an absolute-form request gets an error like any other unknown request.
 
+pub mod settings;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,11 +12,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::AbortHandle;
 
-use crate::config::StatusListen;
 use crate::metrics;
 use crate::relay::write_all;
 use crate::request::{Head, Limits, ReadError, read_head};
 use crate::stream::Conn;
+use settings::StatusListen;
 
 /// Status connections served at once. A scraper or a health check needs one, for a moment.
 const MAX_CONNECTIONS: usize = 64;

@@ -42,7 +42,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
-use crate::config::ResolverSettings;
+pub mod settings;
+
+pub use settings::ResolverSettings;
+
 use crate::deadline;
 use crate::error::ProxyError;
 use crate::metrics::{self, DnsFailure};

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub mod settings;
+
 use crate::error::ProxyError;
 use crate::stream::{Conn, HeadError};
 use crate::transport::ReadSide;
