@@ -1,10 +1,11 @@
 //! One client connection, from its first byte to its close.
 //!
-//! Read a head. A CONNECT this server may serve reaches its upstream along its route, is
-//! answered `200`, and the connection becomes a tunnel. Any other request goes to [`forward`],
-//! which forwards it or refuses it, and the connection reads its next request if both sides
-//! allow it. Any failure before the client got an answer becomes one error response, written
-//! here and nowhere else, followed by a close.
+//! The transport's handshake turns the accepted socket into the client's stream. Then: read a
+//! head; admit the client. A CONNECT this server may serve reaches its upstream along its
+//! route, is answered `200`, and the connection becomes a tunnel. Any other request goes to
+//! [`forward`], which forwards it or refuses it, and the connection reads its next request if
+//! both sides allow it. Any failure before the client got an answer becomes one error response,
+//! written here and nowhere else, followed by a close.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -26,27 +27,37 @@ use crate::metrics::{self, Mode};
 use crate::request::{Head, ReadError, read_head};
 use crate::route;
 use crate::settings::Server;
-use crate::stream::{Conn, reset};
+use crate::stream::Conn;
 use crate::target::Target;
+use crate::transport::{self, ClientInfo, ClientStream, reset};
 use crate::tunnel::{self, Early, Outcome};
 use crate::upstream;
 
 /// `$connection`: connections accepted so far.
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
-/// Serves one client connection to its end.
-pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
+/// Serves one accepted connection to its end: the transport's handshake, then its requests.
+pub async fn serve(socket: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>, places: Places) {
+    let _open = metrics::get().connection();
+    // Only a log line can use the local address (`$server_addr`): no system call otherwise.
+    let Ok((stream, info)) = transport::handshake(socket, peer, ctx.logs()).await else {
+        return;
+    };
+    converse(stream, info, ctx, places).await;
+}
+
+/// Reads request after request from `stream` until one ends the connection: an error answer,
+/// a close, or a tunnel that takes the stream over.
+async fn converse<S: ClientStream>(
+    stream: S,
+    info: ClientInfo,
     mut ctx: Arc<ServerContext>,
     places: Places,
 ) {
-    let _ = stream.set_nodelay(true);
-    let _open = metrics::get().connection();
+    let peer = info.peer;
     let who = Client {
         peer,
-        // Only a log line can use it (`$server_addr`): no system call for it otherwise.
-        local: ctx.logs().then(|| stream.local_addr().ok()).flatten(),
+        local: info.local,
         id: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
     };
     let mut client = Conn::new(stream);
@@ -102,7 +113,7 @@ pub async fn serve(
             }
             Ok(Next::Abort) => {
                 finish(&entry, log, Some(Mode::Forward));
-                return reset(&client.stream);
+                return reset(client.stream.socket());
             }
             Ok(Next::Upgrade {
                 upstream,
@@ -152,8 +163,8 @@ async fn admit(
 
 /// Serves a CONNECT: policy, route, reach the upstream, `200`, then [`hand_over`] to a tunnel
 /// task.
-async fn connect(
-    mut client: Conn,
+async fn connect<S: ClientStream>(
+    mut client: Conn<S>,
     head: &Head,
     mut entry: Entry<'_>,
     ctx: &Arc<ServerContext>,
@@ -189,7 +200,7 @@ async fn connect(
     let response = established_response(config, &target, upstream.addr);
     let sent = tokio::time::timeout(
         config.connect.data_timeout,
-        client.stream.write_all(response.as_bytes()),
+        send(&mut client.stream, response.as_bytes()),
     )
     .await;
     if !matches!(sent, Ok(Ok(()))) {
@@ -209,8 +220,8 @@ async fn connect(
 }
 
 /// A connection that became a tunnel (after a CONNECT's `200` or an upgrade's `101`).
-struct Tunnel {
-    client: TcpStream,
+struct Tunnel<S> {
+    client: S,
     upstream: TcpStream,
     early: Early,
 }
@@ -219,7 +230,12 @@ struct Tunnel {
 /// connection's task (sized for the largest thing a connection may do) ends: an idle tunnel
 /// costs a few hundred bytes. The tunnel is logged, in the log of the location that served it
 /// if one did, and counted when it ends; `places` are given back then.
-fn hand_over(tunnel: Tunnel, entry: Entry<'_>, ctx: &Arc<ServerContext>, places: Places) {
+fn hand_over<S: ClientStream>(
+    tunnel: Tunnel<S>,
+    entry: Entry<'_>,
+    ctx: &Arc<ServerContext>,
+    places: Places,
+) {
     let logged = !ctx.access_log(entry.location).is_off();
     let mut entry = entry.detach(logged);
     let ctx = Arc::clone(ctx);
@@ -245,8 +261,11 @@ fn hand_over(tunnel: Tunnel, entry: Entry<'_>, ctx: &Arc<ServerContext>, places:
 
 /// Runs a tunnel to its end, or until the proxy closes every connection (fast shutdown): then
 /// both sockets are shut down, so the tunnel ends at once with its byte counts and is logged.
-async fn run_tunnel(tunnel: Tunnel, ctx: &ServerContext) -> Outcome {
-    let sockets = [tunnel.client.as_raw_fd(), tunnel.upstream.as_raw_fd()];
+async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> Outcome {
+    let sockets = [
+        tunnel.client.socket().as_raw_fd(),
+        tunnel.upstream.as_raw_fd(),
+    ];
     let idle = ctx.config.connect.data_timeout;
     let run = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle);
     tokio::pin!(run);
@@ -328,8 +347,8 @@ const LINGER_BYTES: usize = 64 * 1024;
 
 /// Logs why a request was refused (server-side failures louder), answers it, writes its
 /// access log line, and closes.
-async fn refuse_logged(
-    mut client: TcpStream,
+async fn refuse_logged<S: ClientStream>(
+    mut client: S,
     mut entry: Entry<'_>,
     log: &AccessLog,
     error: ProxyError,
@@ -357,7 +376,7 @@ async fn refuse_logged(
 }
 
 /// Writes the error response and closes.
-pub async fn refuse(mut client: TcpStream, error: ProxyError) {
+pub async fn refuse<S: ClientStream>(mut client: S, error: ProxyError) {
     if answer(&mut client, &error).await.is_some() {
         linger_close(client).await;
     }
@@ -365,12 +384,12 @@ pub async fn refuse(mut client: TcpStream, error: ProxyError) {
 
 /// Writes the error response, counting a refusal by policy or limit. The sizes of its head
 /// and body if it was written.
-async fn answer(client: &mut TcpStream, error: &ProxyError) -> Option<(u64, u64)> {
+async fn answer<S: ClientStream>(client: &mut S, error: &ProxyError) -> Option<(u64, u64)> {
     if let Some(reason) = error.class().refusal {
         metrics::get().refused(reason);
     }
     let response = error.response();
-    let written = tokio::time::timeout(LINGER, client.write_all(&response)).await;
+    let written = tokio::time::timeout(LINGER, send(client, &response)).await;
     if !matches!(written, Ok(Ok(()))) {
         return None;
     }
@@ -381,10 +400,16 @@ async fn answer(client: &mut TcpStream, error: &ProxyError) -> Option<(u64, u64)
     Some((head as u64, (response.len() - head) as u64))
 }
 
+/// Writes all of `bytes` out: a stream that buffers (TLS) is flushed.
+async fn send<S: ClientStream>(client: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    client.write_all(bytes).await?;
+    client.flush().await
+}
+
 /// Closes after a complete answer. Bytes the client already sent are drained for a moment
 /// first: closing with unread data makes the kernel send a reset, which can destroy the answer
 /// before the client reads it (nginx's "lingering close").
-async fn linger_close(mut client: TcpStream) {
+async fn linger_close<S: ClientStream>(mut client: S) {
     let _ = client.shutdown().await;
     let _ = tokio::time::timeout(LINGER, async {
         let mut sink = [0u8; 4096];

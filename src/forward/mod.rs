@@ -33,9 +33,11 @@ use crate::access_log::Entry;
 use crate::context::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
+use crate::relay::write_all;
 use crate::request::Head;
 use crate::route::{self, Route};
-use crate::stream::{Conn, HeadError, ReadBuf, reset, write_all};
+use crate::stream::{Conn, HeadError, ReadBuf};
+use crate::transport::{ClientStream, ReadSide, WriteSide, reset};
 use crate::upstream::{self, Timings, Upstream};
 use settings::Forwarding;
 
@@ -66,8 +68,8 @@ pub enum Next {
 /// sent to the client yet and it gets that error as its answer. Either way `entry` gets what
 /// happened for the access log: the location that served it, the status and bytes sent to the
 /// client, the upstream and how long reaching it took.
-pub async fn forward(
-    client: &mut Conn,
+pub async fn forward<S: ClientStream>(
+    client: &mut Conn<S>,
     head: &Head,
     peer: SocketAddr,
     ctx: &ServerContext,
@@ -216,9 +218,9 @@ impl Exchange<'_> {
 
     /// Sends the request on `upstream` and relays the answer, counting what the client was
     /// sent in `entry`.
-    async fn run(
+    async fn run<S: ClientStream>(
         &self,
-        client: &mut Conn,
+        client: &mut Conn<S>,
         upstream: Upstream,
         entry: &mut Entry<'_>,
     ) -> Result<Next, Attempt> {
@@ -229,7 +231,7 @@ impl Exchange<'_> {
         } = upstream;
         let mut upstream = Conn::new(stream);
         if write_all(
-            &upstream.stream,
+            &mut upstream.stream,
             &self.request,
             self.forwarding.send_timeout,
         )
@@ -244,6 +246,8 @@ impl Exchange<'_> {
         let body_done = AtomicBool::new(no_body_bytes(self.framing));
         let answered = AtomicBool::new(false);
         let relayed = {
+            // Each future reads one stream and writes the other: the body goes up from the
+            // client's read side while the answer comes down into its write side.
             let Conn {
                 stream: client_stream,
                 buf: client_buf,
@@ -252,11 +256,13 @@ impl Exchange<'_> {
                 stream: up_stream,
                 buf: up_buf,
             } = &mut upstream;
+            let (mut client_in, mut client_out) = client_stream.split();
+            let (mut up_in, mut up_out) = up_stream.split();
             let send = async {
                 let mut pipe = Pipe {
-                    from: client_stream,
+                    from: &mut client_in,
                     buf: client_buf,
-                    to: up_stream,
+                    to: &mut up_out,
                     read_timeout: self.ctx.config.client.body_timeout,
                     write_timeout: self.forwarding.send_timeout,
                     head: Vec::new(),
@@ -274,9 +280,9 @@ impl Exchange<'_> {
                 sent
             };
             let relay = self.relay(
-                up_stream,
+                &mut up_in,
                 up_buf,
-                client_stream,
+                &mut client_out,
                 &body_done,
                 &answered,
                 entry,
@@ -336,9 +342,9 @@ impl Exchange<'_> {
     }
 
     /// Writes a response head to the client, counting it.
-    async fn send_head(
+    async fn send_head<W: WriteSide>(
         &self,
-        client: &TcpStream,
+        client: &mut W,
         head: &[u8],
         entry: &mut Entry<'_>,
     ) -> std::io::Result<()> {
@@ -366,11 +372,11 @@ impl Exchange<'_> {
 
     /// Reads the origin's answer and relays it: interim `1xx` heads, then the final head and
     /// its body, re-framed for the client.
-    async fn relay(
+    async fn relay<R: ReadSide, W: WriteSide>(
         &self,
-        upstream: &TcpStream,
+        upstream: &mut R,
         up_buf: &mut ReadBuf,
-        client: &TcpStream,
+        client: &mut W,
         body_done: &AtomicBool,
         answered: &AtomicBool,
         entry: &mut Entry<'_>,
@@ -433,7 +439,7 @@ impl Exchange<'_> {
                     );
                     answered.store(true, Ordering::Relaxed);
                     entry.status = 101;
-                    return Ok(match self.send_head(client, &head, entry).await {
+                    return Ok(match self.send_head(&mut *client, &head, entry).await {
                         Ok(()) => Relayed::Upgraded,
                         Err(_) => Relayed::Aborted,
                     });
@@ -449,7 +455,7 @@ impl Exchange<'_> {
                             self.forwarding.via,
                         );
                         answered.store(true, Ordering::Relaxed);
-                        if self.send_head(client, &head, entry).await.is_err() {
+                        if self.send_head(&mut *client, &head, entry).await.is_err() {
                             return Ok(Relayed::Aborted);
                         }
                     }
