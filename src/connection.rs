@@ -22,7 +22,7 @@ use crate::context::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
 use crate::forward::{self, Next};
-use crate::limits::Places;
+use crate::limits::{Permit, Places};
 use crate::metrics::{self, Mode};
 use crate::request::{Head, ReadError, read_head};
 use crate::route;
@@ -40,10 +40,33 @@ static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 pub async fn serve(socket: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>, places: Places) {
     let _open = metrics::get().connection();
     // Only a log line can use the local address (`$server_addr`): no system call otherwise.
-    let Ok((stream, info)) = transport::handshake(socket, peer, ctx.logs()).await else {
+    let Some(done) = transport::handshake(socket, peer, ctx.logs(), None).await else {
         return;
     };
-    converse(stream, info, ctx, places).await;
+    converse(done.stream, done.info, done.early, ctx, places).await;
+}
+
+/// Serves a connection of a `proxy_protocol` listener. The client is known only once the
+/// balancer's header is read, so its `max_connections_per_client` place is taken then; a
+/// client over it gets the same `503` as on a plain listener.
+pub async fn serve_proxied(
+    socket: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ServerContext>,
+    process: Permit,
+) {
+    let _open = metrics::get().connection();
+    let real_ip = &ctx.config.real_ip;
+    let Some(done) = transport::handshake(socket, peer, ctx.logs(), Some(real_ip)).await else {
+        return;
+    };
+    let Some(client) = ctx.per_client.try_acquire(done.info.peer.ip()) else {
+        let error = ProxyError::Overloaded("max_connections_per_client");
+        log::debug!("{}: 503: {error}", done.info.peer);
+        return refuse(done.stream, error).await;
+    };
+    let places = Places::new(process, client);
+    converse(done.stream, done.info, done.early, ctx, places).await;
 }
 
 /// Reads request after request from `stream` until one ends the connection: an error answer,
@@ -51,16 +74,19 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>,
 async fn converse<S: ClientStream>(
     stream: S,
     info: ClientInfo,
+    early: Vec<u8>,
     mut ctx: Arc<ServerContext>,
     places: Places,
 ) {
     let peer = info.peer;
     let who = Client {
         peer,
+        tcp_peer: info.tcp_peer,
+        proxy_protocol: info.proxy_protocol,
         local: info.local,
         id: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
     };
-    let mut client = Conn::new(stream);
+    let mut client = Conn::with_bytes(stream, early);
     let mut idle = ctx.config.client.header_timeout;
     let mut requests = 0;
     loop {

@@ -71,6 +71,8 @@ struct Listener {
     local: SocketAddr,
     /// The `listen` directive's place in the config, for log lines.
     origin: Origin,
+    /// `listen ... proxy_protocol`; a reload keeps the socket only if this is unchanged.
+    proxy_protocol: bool,
     /// The context new connections get; a reload replaces it.
     context: watch::Sender<Arc<ServerContext>>,
     accepting: JoinHandle<()>,
@@ -101,6 +103,7 @@ struct Bound {
     configured: SocketAddr,
     listener: TcpListener,
     origin: Origin,
+    proxy_protocol: bool,
     /// The index of the server block it belongs to.
     server: usize,
 }
@@ -143,6 +146,7 @@ impl Proxy {
             for listen in &block.listen {
                 let reusable = (0..self.listeners.len()).find(|&index| {
                     self.listeners[index].configured == listen.addr
+                        && self.listeners[index].proxy_protocol == listen.proxy_protocol
                         && !kept.iter().any(|&(taken, _, _)| taken == index)
                 });
                 match reusable {
@@ -156,6 +160,7 @@ impl Proxy {
                             )
                         })?,
                         origin: listen.origin.clone(),
+                        proxy_protocol: listen.proxy_protocol,
                         server,
                     }),
                 }
@@ -210,17 +215,26 @@ impl Proxy {
         for bound in fresh {
             let local = bound.listener.local_addr().map_err(|e| e.to_string())?;
             let (context, current) = watch::channel(Arc::clone(&contexts[bound.server]));
-            let accepting = tokio::spawn(accept_loop(
-                bound.listener,
-                current,
-                Arc::clone(&self.connections),
-                Arc::clone(&self.refusals),
-            ));
+            let accepting = if bound.proxy_protocol {
+                tokio::spawn(accept_proxied(
+                    bound.listener,
+                    current,
+                    Arc::clone(&self.connections),
+                ))
+            } else {
+                tokio::spawn(accept_loop(
+                    bound.listener,
+                    current,
+                    Arc::clone(&self.connections),
+                    Arc::clone(&self.refusals),
+                ))
+            };
             opened.push(local);
             listeners.push(Listener {
                 configured: bound.configured,
                 local,
                 origin: bound.origin,
+                proxy_protocol: bound.proxy_protocol,
                 context,
                 accepting,
             });
@@ -414,15 +428,40 @@ async fn accept_loop(
                 let places = Places::new(connections.acquire().await, client_permit);
                 tokio::spawn(connection::serve(stream, peer, context, places));
             }
-            Err(error) if is_per_connection(&error) => {}
-            Err(error) => {
-                // Out of file descriptors or memory: back off instead of spinning, and keep
-                // serving the connections already open.
-                log::error!("accept() failed: {error}; pausing this listener for 100 ms");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            Err(error) => accept_failed(error).await,
         }
     }
+}
+
+/// The accept loop of a `proxy_protocol` listener. The TCP peer is the balancer, so the
+/// per-client place is taken by the connection's task once the PROXY header has named the
+/// client (see [`connection::serve_proxied`]); the process-wide place is taken here, as for
+/// any listener.
+async fn accept_proxied(
+    listener: TcpListener,
+    current: watch::Receiver<Arc<ServerContext>>,
+    connections: Arc<Gauge>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let context = Arc::clone(&current.borrow());
+                let process = connections.acquire().await;
+                tokio::spawn(connection::serve_proxied(stream, peer, context, process));
+            }
+            Err(error) => accept_failed(error).await,
+        }
+    }
+}
+
+/// Out of file descriptors or memory: back off instead of spinning, and keep serving the
+/// connections already open. A connection that died in the backlog is just skipped.
+async fn accept_failed(error: io::Error) {
+    if is_per_connection(&error) {
+        return;
+    }
+    log::error!("accept() failed: {error}; pausing this listener for 100 ms");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 /// Errors that concern one connection that died in the backlog, not the listener.

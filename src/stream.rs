@@ -210,6 +210,14 @@ impl<S: ReadSide> Conn<S> {
         }
     }
 
+    /// A stream whose first bytes were already read (with a PROXY protocol header).
+    pub fn with_bytes(stream: S, bytes: Vec<u8>) -> Conn<S> {
+        Conn {
+            stream,
+            buf: ReadBuf::with_bytes(bytes),
+        }
+    }
+
     /// Reads until the buffer holds a complete head (see [`ReadBuf::read_head`]).
     pub async fn read_head(
         &mut self,

@@ -2,8 +2,8 @@
 //!
 //! Accepting yields a TCP socket. [`handshake`] turns it into the client's stream and what is
 //! known about the client ([`ClientInfo`]). For a plain listener the handshake only tunes the
-//! socket; it is the one place where a PROXY-protocol header would be read (and the real
-//! client address learnt) or a TLS session accepted. Everything after it (head reading,
+//! socket; on a `proxy_protocol` listener it reads the balancer's PROXY header and learns the
+//! real client's address ([`proxy_protocol`]); a TLS session would be accepted here too. Everything after it (head reading,
 //! tunnels, forwarding, error answers) works on any [`ClientStream`], so such a handshake
 //! changes nothing downstream.
 //!
@@ -21,26 +21,86 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::net::tcp;
 
+pub mod proxy_protocol;
+pub mod settings;
+
+pub use settings::RealIp;
+
 /// What is known about a client once its handshake is done.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientInfo {
-    /// The address the connection came from.
+    /// The client: the TCP peer, or the source a trusted PROXY header named. Every policy,
+    /// limit and log line uses it (`$remote_addr`).
     pub peer: SocketAddr,
+    /// The TCP peer: the balancer when a PROXY header named the client
+    /// (`$realip_remote_addr`).
+    pub tcp_peer: SocketAddr,
+    /// The source the PROXY header named, if it named one (`$proxy_protocol_addr`).
+    pub proxy_protocol: Option<SocketAddr>,
     /// The address it was accepted on, when asked for (`$server_addr`).
     pub local: Option<SocketAddr>,
 }
 
+/// An accepted socket after its handshake.
+pub struct Handshake {
+    pub stream: TcpStream,
+    pub info: ClientInfo,
+    /// Bytes the client sent that the handshake read past its own (the request head that came
+    /// in the PROXY header's segment): the connection reads them first.
+    pub early: Vec<u8>,
+}
+
 /// Turns an accepted socket into the client's stream. Plain TCP: the socket itself, with
-/// Nagle's algorithm off (heads and small answers leave at once). `want_local` asks for the
+/// Nagle's algorithm off (heads and small answers leave at once). With `real_ip` (a
+/// `proxy_protocol` listener) a peer outside `set_real_ip_from`, or one that sends no valid
+/// header in time, is closed without an answer, after one log line. `want_local` asks for the
 /// local address, a system call that only a log line needs.
 pub async fn handshake(
-    socket: TcpStream,
+    mut socket: TcpStream,
     peer: SocketAddr,
     want_local: bool,
-) -> io::Result<(TcpStream, ClientInfo)> {
+    real_ip: Option<&RealIp>,
+) -> Option<Handshake> {
     let _ = socket.set_nodelay(true);
     let local = want_local.then(|| socket.local_addr().ok()).flatten();
-    Ok((socket, ClientInfo { peer, local }))
+    let mut info = ClientInfo {
+        peer,
+        tcp_peer: peer,
+        proxy_protocol: None,
+        local,
+    };
+    let Some(real_ip) = real_ip else {
+        return Some(Handshake {
+            stream: socket,
+            info,
+            early: Vec::new(),
+        });
+    };
+    if !real_ip.trusts(peer.ip()) {
+        log::warn!(
+            "{peer}: closed: a proxy_protocol listener takes connections only from set_real_ip_from addresses"
+        );
+        reset(&socket);
+        return None;
+    }
+    match proxy_protocol::read(&mut socket, real_ip.timeout).await {
+        Ok(header) => {
+            if let Some(source) = header.source {
+                info.peer = source;
+                info.proxy_protocol = Some(source);
+            }
+            Some(Handshake {
+                stream: socket,
+                info,
+                early: header.early,
+            })
+        }
+        Err(error) => {
+            log::warn!("{peer}: closed: {error}");
+            reset(&socket);
+            None
+        }
+    }
 }
 
 /// Makes the coming close of `socket` a reset: its peer must not take a cut-off message, or

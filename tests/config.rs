@@ -217,11 +217,6 @@ fn listen_parameters_that_are_refused() {
         &ssl_like("http2"),
     );
     assert_refused(
-        "server {\n    listen 127.0.0.1:3128 proxy_protocol;\n}\n",
-        2,
-        &ssl_like("proxy_protocol"),
-    );
-    assert_refused(
         "server {\n    listen 127.0.0.1:3128 backlog=abc;\n}\n",
         2,
         "invalid backlog \"abc\"",
@@ -1534,4 +1529,36 @@ fn a_config_that_is_not_a_regular_file_fails_at_once() {
             "{args:?}: {stderr}"
         );
     }
+}
+
+#[test]
+fn proxy_protocol_needs_the_trusted_balancers() {
+    assert_refused(
+        "server {\n    listen 127.0.0.1:3128;\n    listen 127.0.0.1:3129 proxy_protocol;\n}\n",
+        3,
+        "\"proxy_protocol\" needs \"set_real_ip_from\" in the same server block or above it: \
+         the balancers trusted to name the client (trusting everyone would let any client \
+         choose its own address)",
+    );
+    assert_refused(
+        "server {\n    listen 127.0.0.1:3128 proxy_protocol;\n    set_real_ip_from 10.0.0.1/8;\n}\n",
+        3,
+        "invalid parameter \"10.0.0.1/8\" (low address bits of the mask are not zero)",
+    );
+    assert_refused(
+        "server {\n    listen 127.0.0.1:3128;\n    real_ip_header X-Forwarded-For;\n}\n",
+        3,
+        "\"real_ip_header X-Forwarded-For\" is not supported: sluice takes the client's address \
+         only from a PROXY protocol header (\"real_ip_header proxy_protocol\")",
+    );
+    assert_refused(
+        "server {\n    listen 127.0.0.1:3128 proxy_protocol;\n    set_real_ip_from 10.0.0.0/8;\n    proxy_protocol_timeout soon;\n}\n",
+        4,
+        "\"proxy_protocol_timeout\" directive invalid value \"soon\" (a time from 1ms to 365d such as 500ms, 30s, 5m or 1h is needed)",
+    );
+    // An nginx block pasted whole is accepted, in `http` as in `server`.
+    let t = test_config(
+        "http {\n    set_real_ip_from 10.0.0.0/8;\n    set_real_ip_from ::1;\n    real_ip_header proxy_protocol;\n    proxy_protocol_timeout 3s;\n    server {\n        listen 127.0.0.1:3128 proxy_protocol;\n    }\n}\n",
+    );
+    assert!(t.ok, "{}", t.stderr);
 }

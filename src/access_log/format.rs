@@ -99,6 +99,12 @@ impl LogFormat {
 enum Var {
     RemoteAddr,
     RemotePort,
+    /// `$proxy_protocol_addr`, `$proxy_protocol_port`: the client a PROXY header named.
+    ProxyProtocolAddr,
+    ProxyProtocolPort,
+    /// `$realip_remote_addr`, `$realip_remote_port`: the TCP peer (the balancer).
+    RealipRemoteAddr,
+    RealipRemotePort,
     RemoteUser,
     TimeLocal,
     TimeIso8601,
@@ -132,6 +138,10 @@ impl Var {
         Some(match name {
             "remote_addr" => Var::RemoteAddr,
             "remote_port" => Var::RemotePort,
+            "proxy_protocol_addr" => Var::ProxyProtocolAddr,
+            "proxy_protocol_port" => Var::ProxyProtocolPort,
+            "realip_remote_addr" => Var::RealipRemoteAddr,
+            "realip_remote_port" => Var::RealipRemotePort,
             "remote_user" => Var::RemoteUser,
             "time_local" => Var::TimeLocal,
             "time_iso8601" => Var::TimeIso8601,
@@ -179,6 +189,16 @@ impl Var {
         match self {
             Var::RemoteAddr => text!("{}", entry.client.peer.ip()),
             Var::RemotePort => text!("{}", entry.client.peer.port()),
+            Var::ProxyProtocolAddr => match entry.client.proxy_protocol {
+                Some(source) => text!("{}", source.ip()),
+                None => false,
+            },
+            Var::ProxyProtocolPort => match entry.client.proxy_protocol {
+                Some(source) => text!("{}", source.port()),
+                None => false,
+            },
+            Var::RealipRemoteAddr => text!("{}", entry.client.tcp_peer.ip()),
+            Var::RealipRemotePort => text!("{}", entry.client.tcp_peer.port()),
             Var::RemoteUser => match &entry.user {
                 Some(user) => text!("{user}"),
                 None => false,

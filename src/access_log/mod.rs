@@ -81,7 +81,12 @@ impl AccessLog {
 /// What stays the same for every request of one client connection.
 #[derive(Debug, Clone)]
 pub struct Client {
+    /// The client (`$remote_addr`): the source a PROXY header named, else the TCP peer.
     pub peer: SocketAddr,
+    /// The TCP peer (`$realip_remote_addr`): the balancer behind a PROXY header.
+    pub tcp_peer: SocketAddr,
+    /// The source a PROXY header named (`$proxy_protocol_addr`, `$proxy_protocol_port`).
+    pub proxy_protocol: Option<SocketAddr>,
     /// The proxy's address the client connected to (`$server_addr`, `$server_port`).
     pub local: Option<SocketAddr>,
     /// `$connection`: the connection's serial number.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::{Config, Location, LocationMatch, Server, ignored, listen};
 use crate::config::directive::{Context, Entry, MAIN, MAIN_HTTP, SERVER, Spec};
 use crate::config::{ConfigError, Cx, Directive};
-use crate::{access, access_log, connect, forward, limits, request, resolve, status};
+use crate::{access, access_log, connect, forward, limits, request, resolve, status, transport};
 
 /// The blocks, which this file walks.
 const BLOCKS: &[Spec] = &[
@@ -41,6 +41,7 @@ const REGISTRY: &[&[Spec]] = &[
     access_log::settings::FORMAT_DIRECTIVES,
     access_log::settings::DIRECTIVES,
     status::settings::DIRECTIVES,
+    transport::settings::DIRECTIVES,
     ignored::DIRECTIVES,
 ];
 
@@ -104,6 +105,10 @@ const SERVER_LEVEL: &[Entry<Server>] = &[
     Entry {
         specs: access_log::settings::DIRECTIVES,
         set: |cx, d, server| server.access_log.set(cx, d),
+    },
+    Entry {
+        specs: transport::settings::DIRECTIVES,
+        set: |cx, d, server| server.real_ip.set(cx, d),
     },
 ];
 
@@ -227,6 +232,18 @@ fn server(cx: &mut Cx, block: &Directive, defaults: &Server) -> Result<Server, C
     }
     if let Some(missing) = server.access.incomplete() {
         return Err(cx.error(block, missing));
+    }
+    // Trusting every peer would let any client name its own address.
+    if server.real_ip.trusted.is_empty()
+        && let Some(listen) = server.listen.iter().find(|l| l.proxy_protocol)
+    {
+        return Err(ConfigError::at(
+            &listen.origin.file,
+            listen.origin.line,
+            "\"proxy_protocol\" needs \"set_real_ip_from\" in the same server block or above it: \
+             the balancers trusted to name the client (trusting everyone would let any client \
+             choose its own address)",
+        ));
     }
     if server.listen.is_empty() {
         return Err(cx.error(

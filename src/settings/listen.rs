@@ -20,6 +20,8 @@ pub struct Listen {
     pub backlog: Option<u32>,
     /// `reuseport`: let several sockets share the port.
     pub reuseport: bool,
+    /// `proxy_protocol`: every connection starts with a balancer's PROXY header.
+    pub proxy_protocol: bool,
 }
 
 /// `listen ADDRESS [PARAMETER...]`; a name may stand for several addresses.
@@ -47,6 +49,7 @@ pub fn set(
     })?;
     let mut backlog = None;
     let mut reuseport = false;
+    let mut proxy_protocol = false;
     for param in &directive.args[1..] {
         let (key, value) = match param.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -55,6 +58,7 @@ pub fn set(
         match (key, value) {
             ("default_server" | "default" | "bind", None) => {}
             ("reuseport", None) => reuseport = true,
+            ("proxy_protocol", None) => proxy_protocol = true,
             ("backlog", Some(v)) => {
                 backlog = Some(
                     v.parse::<u32>()
@@ -69,7 +73,7 @@ pub fn set(
                      add a second \"listen\" for the IPv4 address",
                 ));
             }
-            ("ssl" | "http2" | "http3" | "quic" | "proxy_protocol", _) => {
+            ("ssl" | "http2" | "http3" | "quic", _) => {
                 return Err(cx.error(
                     directive,
                     format!(
@@ -104,6 +108,7 @@ pub fn set(
             origin: cx.origin(directive.line),
             backlog,
             reuseport,
+            proxy_protocol,
         });
     }
     Ok(())

@@ -23,6 +23,7 @@ use crate::forward::settings::Forwarding;
 use crate::request::settings::ClientSettings;
 use crate::resolve::settings::DnsSettings;
 use crate::status::settings::StatusListen;
+use crate::transport::RealIp;
 
 /// The configuration sluice runs with when no `-c FILE` is given: a loopback listener for HTTPS
 /// tunnels and plain-HTTP forwarding, using the system's DNS settings.
@@ -104,6 +105,8 @@ pub struct Server {
     pub access: AccessSettings,
     /// `max_connections_per_client`: connections open at once from one client address.
     pub max_connections_per_client: Option<usize>,
+    /// `set_real_ip_from`, `proxy_protocol_timeout`: for `listen ... proxy_protocol`.
+    pub real_ip: RealIp,
     /// `access_log`: for CONNECT, refusals, and locations without their own.
     pub access_log: AccessLog,
     pub locations: Vec<Location>,
@@ -122,6 +125,7 @@ impl Server {
             forwarding: Forwarding::default(),
             access: AccessSettings::default(),
             max_connections_per_client: None,
+            real_ip: RealIp::default(),
             access_log: AccessLog::default(),
             locations: Vec::new(),
         }
