@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -71,8 +72,8 @@ struct Listener {
     local: SocketAddr,
     /// The `listen` directive's place in the config, for log lines.
     origin: Origin,
-    /// `listen ... proxy_protocol`; a reload keeps the socket only if this is unchanged.
-    proxy_protocol: bool,
+    /// `listen ... proxy_protocol`, which a reload may turn on or off on a kept socket.
+    proxy_protocol: Arc<AtomicBool>,
     /// The context new connections get; a reload replaces it.
     context: watch::Sender<Arc<ServerContext>>,
     accepting: JoinHandle<()>,
@@ -140,17 +141,16 @@ impl Proxy {
         crate::access_log::open_files(config.access_logs())?;
         // Sockets first: every server must know all of the proxy's own addresses, which are
         // never a destination.
-        let mut kept: Vec<(usize, usize, &Origin)> = Vec::new(); // (listener, server, listen)
+        let mut kept: Vec<(usize, usize, &Listen)> = Vec::new(); // (listener, server, listen)
         let mut fresh: Vec<Bound> = Vec::new();
         for (server, block) in config.servers.iter().enumerate() {
             for listen in &block.listen {
                 let reusable = (0..self.listeners.len()).find(|&index| {
                     self.listeners[index].configured == listen.addr
-                        && self.listeners[index].proxy_protocol == listen.proxy_protocol
                         && !kept.iter().any(|&(taken, _, _)| taken == index)
                 });
                 match reusable {
-                    Some(index) => kept.push((index, server, &listen.origin)),
+                    Some(index) => kept.push((index, server, listen)),
                     None => fresh.push(Bound {
                         configured: listen.addr,
                         listener: bind_one(listen).map_err(|e| {
@@ -198,12 +198,15 @@ impl Proxy {
         }
         let mut listeners = Vec::with_capacity(kept.len() + fresh.len());
         let mut old: Vec<Option<Listener>> = self.listeners.drain(..).map(Some).collect();
-        for &(index, server, origin) in &kept {
+        for &(index, server, listen) in &kept {
             // Options of a kept socket (backlog, reuseport) change only with a restart.
             let mut listener = old[index].take().expect("each listener is kept once");
             let replaced = listener.context.send_replace(Arc::clone(&contexts[server]));
             replaced.succeed(&contexts[server]);
-            listener.origin = origin.clone();
+            listener.origin = listen.origin.clone();
+            listener
+                .proxy_protocol
+                .store(listen.proxy_protocol, Ordering::Relaxed);
             listeners.push(listener);
         }
         let mut closed = Vec::new();
@@ -215,26 +218,20 @@ impl Proxy {
         for bound in fresh {
             let local = bound.listener.local_addr().map_err(|e| e.to_string())?;
             let (context, current) = watch::channel(Arc::clone(&contexts[bound.server]));
-            let accepting = if bound.proxy_protocol {
-                tokio::spawn(accept_proxied(
-                    bound.listener,
-                    current,
-                    Arc::clone(&self.connections),
-                ))
-            } else {
-                tokio::spawn(accept_loop(
-                    bound.listener,
-                    current,
-                    Arc::clone(&self.connections),
-                    Arc::clone(&self.refusals),
-                ))
-            };
+            let proxy_protocol = Arc::new(AtomicBool::new(bound.proxy_protocol));
+            let accepting = tokio::spawn(accept_loop(
+                bound.listener,
+                current,
+                Arc::clone(&proxy_protocol),
+                Arc::clone(&self.connections),
+                Arc::clone(&self.refusals),
+            ));
             opened.push(local);
             listeners.push(Listener {
                 configured: bound.configured,
                 local,
                 origin: bound.origin,
-                proxy_protocol: bound.proxy_protocol,
+                proxy_protocol,
                 context,
                 accepting,
             });
@@ -396,10 +393,13 @@ fn bind_one(listen: &Listen) -> io::Result<TcpListener> {
 /// (Waiting for a place before `accept` would let every idle listener hold one.) A client
 /// over `max_connections_per_client` cannot be left waiting (the backlog does not know
 /// clients): it gets a fast 503, or, when many such answers are already being written, is
-/// closed at once.
+/// closed at once. On a `proxy_protocol` listener the TCP peer is the balancer, so the
+/// per-client place is taken by the connection's task once the PROXY header has named the
+/// client (see [`connection::serve_proxied`]).
 async fn accept_loop(
     listener: TcpListener,
     current: watch::Receiver<Arc<ServerContext>>,
+    proxy_protocol: Arc<AtomicBool>,
     connections: Arc<Gauge>,
     refusals: Arc<Semaphore>,
 ) {
@@ -407,6 +407,11 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let context = Arc::clone(&current.borrow());
+                if proxy_protocol.load(Ordering::Relaxed) {
+                    let process = connections.acquire().await;
+                    tokio::spawn(connection::serve_proxied(stream, peer, context, process));
+                    continue;
+                }
                 let Some(client_permit) = context.per_client.try_acquire(peer.ip()) else {
                     let error = ProxyError::Overloaded("max_connections_per_client");
                     match Arc::clone(&refusals).try_acquire_owned() {
@@ -427,27 +432,6 @@ async fn accept_loop(
                 };
                 let places = Places::new(connections.acquire().await, client_permit);
                 tokio::spawn(connection::serve(stream, peer, context, places));
-            }
-            Err(error) => accept_failed(error).await,
-        }
-    }
-}
-
-/// The accept loop of a `proxy_protocol` listener. The TCP peer is the balancer, so the
-/// per-client place is taken by the connection's task once the PROXY header has named the
-/// client (see [`connection::serve_proxied`]); the process-wide place is taken here, as for
-/// any listener.
-async fn accept_proxied(
-    listener: TcpListener,
-    current: watch::Receiver<Arc<ServerContext>>,
-    connections: Arc<Gauge>,
-) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let context = Arc::clone(&current.borrow());
-                let process = connections.acquire().await;
-                tokio::spawn(connection::serve_proxied(stream, peer, context, process));
             }
             Err(error) => accept_failed(error).await,
         }

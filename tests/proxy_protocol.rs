@@ -281,3 +281,44 @@ async fn bad_headers_are_closed_without_an_answer() {
         proxy.wait_for_log(&format!("closed: {reason}")).await;
     }
 }
+
+/// Sends SIGHUP and waits until sluice has logged the outcome; returns that log line.
+async fn sighup(proxy: &Proxy) -> String {
+    let outcomes = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("reloaded ") || l.contains("reload failed"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let before = outcomes(&proxy.log()).len();
+    proxy.signal(libc::SIGHUP);
+    for _ in 0..250 {
+        if let Some(line) = outcomes(&proxy.log()).get(before) {
+            return line.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no reload outcome logged:\n{}", proxy.log());
+}
+
+#[tokio::test]
+async fn a_reload_turns_proxy_protocol_on_and_off_on_the_kept_socket() {
+    let echo = echo_server().await;
+    let with = config("    allow 127.0.0.9;\n    deny all;");
+    let without = with.replace(" proxy_protocol;", ";");
+    let proxy = Proxy::start(&without);
+    let (_plain, head) = connect_as(proxy.addr(), b"", echo).await;
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head:?}");
+
+    std::fs::write(proxy.config_path(), &with).unwrap();
+    let outcome = sighup(&proxy).await;
+    assert!(outcome.contains("reloaded "), "{outcome}");
+    let (_proxied, head) = connect_as(proxy.addr(), &v1("127.0.0.9:40000"), echo).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head:?}");
+
+    std::fs::write(proxy.config_path(), &without).unwrap();
+    let outcome = sighup(&proxy).await;
+    assert!(outcome.contains("reloaded "), "{outcome}");
+    let (_plain, head) = connect_as(proxy.addr(), b"", echo).await;
+    assert!(head.starts_with("HTTP/1.1 403 "), "{head:?}");
+}
