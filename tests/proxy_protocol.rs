@@ -322,3 +322,20 @@ async fn a_reload_turns_proxy_protocol_on_and_off_on_the_kept_socket() {
     let (_plain, head) = connect_as(proxy.addr(), b"", echo).await;
     assert!(head.starts_with("HTTP/1.1 403 "), "{head:?}");
 }
+
+#[tokio::test]
+async fn auth_failures_are_logged_under_the_header_address() {
+    let echo = echo_server().await;
+    let dir = TempDir::new();
+    let users = dir.0.join("users");
+    std::fs::write(&users, "pat:{PLAIN}secret\n").unwrap();
+    let proxy = Proxy::start(&config(&format!(
+        "    auth_basic \"proxy\";\n    auth_basic_user_file {};",
+        users.display()
+    )));
+    let (_stream, head) = connect_as(proxy.addr(), &v2("192.0.2.7:40000"), echo).await;
+    assert!(head.starts_with("HTTP/1.1 407 "), "{head:?}");
+    proxy
+        .wait_for_log(&format!("192.0.2.7:40000 \"CONNECT {echo}\": 407"))
+        .await;
+}
