@@ -43,6 +43,20 @@ fn v2(client: &str) -> Vec<u8> {
     header
 }
 
+/// A v2 `PROXY` header naming `client` (IPv6, TCP).
+fn v2_v6(client: &str) -> Vec<u8> {
+    let SocketAddr::V6(client) = client.parse().unwrap() else {
+        panic!("IPv6 only")
+    };
+    let mut header = V2_SIGNATURE.to_vec();
+    header.extend_from_slice(&[0x21, 0x21, 0, 36]);
+    header.extend_from_slice(&client.ip().octets());
+    header.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    header.extend_from_slice(&client.port().to_be_bytes());
+    header.extend_from_slice(&3128u16.to_be_bytes());
+    header
+}
+
 /// A v2 `LOCAL` header: the balancer's own connection (a health check).
 fn v2_local() -> Vec<u8> {
     let mut header = V2_SIGNATURE.to_vec();
@@ -148,21 +162,28 @@ async fn the_access_log_names_the_client_and_the_balancer() {
          $realip_remote_addr|$status';\n{}",
         config(&format!("    access_log {} who;", log.display()))
     ));
-    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
-    let mut bytes = v2("192.0.2.7:40000");
-    bytes.extend_from_slice(
-        format!(
-            "GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\nConnection: close\r\n\r\n",
-            origin.addr
-        )
-        .as_bytes(),
-    );
-    stream.write_all(&bytes).await.unwrap();
-    let response = read_to_close(&mut stream).await;
-    assert_eq!(response.status, 200);
+    for header in [v2("192.0.2.7:40000"), v2_v6("[2001:db8::7]:40001")] {
+        let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut bytes = header;
+        bytes.extend_from_slice(
+            format!(
+                "GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\nConnection: close\r\n\r\n",
+                origin.addr
+            )
+            .as_bytes(),
+        );
+        stream.write_all(&bytes).await.unwrap();
+        let response = read_to_close(&mut stream).await;
+        assert_eq!(response.status, 200);
+    }
+    let mut lines = lines(&log, 2).await;
+    lines.sort();
     assert_eq!(
-        lines(&log, 1).await,
-        ["192.0.2.7:40000|192.0.2.7:40000|127.0.0.1|200"]
+        lines,
+        [
+            "192.0.2.7:40000|192.0.2.7:40000|127.0.0.1|200",
+            "2001:db8::7:40001|2001:db8::7:40001|127.0.0.1|200"
+        ]
     );
 }
 
