@@ -15,6 +15,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 
+use crate::deadline;
 use crate::error::ProxyError;
 
 /// RFC 8305's Connection Attempt Delay: how long an attempt has before the next one starts.
@@ -38,7 +39,7 @@ pub async fn dial(
     options: DialOptions,
 ) -> Result<(TcpStream, SocketAddr), ProxyError> {
     let started = Instant::now();
-    let deadline = started + options.timeout;
+    let deadline = deadline::after(started, options.timeout);
     // A source address of the other family cannot reach an address.
     let usable: Vec<SocketAddr> = addrs
         .iter()
@@ -171,7 +172,7 @@ impl Schedule {
     fn start(&mut self, now: Instant) -> usize {
         let index = self.started;
         self.started += 1;
-        self.next_at = now + ATTEMPT_DELAY;
+        self.next_at = deadline::after(now, ATTEMPT_DELAY);
         index
     }
 
@@ -280,6 +281,18 @@ mod tests {
         DialOptions {
             timeout,
             bind: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timeout_too_long_to_represent_is_no_panic() {
+        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = live.local_addr().unwrap().port();
+        let one = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+        let two = vec![SocketAddr::from(([127, 0, 0, 2], port)), one[0]];
+        for list in [one, two] {
+            let (_, reached) = dial(&list, "t", options(Duration::MAX)).await.unwrap();
+            assert_eq!(reached, *list.last().unwrap());
         }
     }
 

@@ -27,6 +27,7 @@
 //!   an idle upstream pool; [`stream`] is the buffered socket it and [`request`] read from.
 //! - [`access`] decides who may use the proxy and where it may go (allow/deny, proxy
 //!   authentication, destination rules); [`limits`] counts connections.
+//! - [`deadline`] computes deadlines that cannot overflow, whatever time a caller passes.
 //! - [`config`] is the nginx configuration language: lexer, syntax tree, value parsers, and the
 //!   walker that checks each directive against the module that declares it. Each module keeps
 //!   its directives and their settings in its own `settings` ([`connect`] for CONNECT);
@@ -41,6 +42,7 @@ pub mod access_log;
 pub mod config;
 pub mod connect;
 pub mod connection;
+pub mod deadline;
 pub mod dial;
 pub mod error;
 pub mod forward;

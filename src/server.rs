@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::access::{Auth, OwnListeners};
@@ -28,12 +28,18 @@ use crate::settings::{Config, Listen, Server};
 /// The listen backlog when `listen ... backlog=N` does not say; the kernel caps it at
 /// `net.core.somaxconn`.
 const DEFAULT_BACKLOG: u32 = 4096;
+/// `503` answers to clients over `max_connections_per_client` being written at once; past
+/// it such clients are closed at once. Each answer holds a descriptor for a moment (lingering
+/// close), so their number is bounded like every other use of descriptors.
+const REFUSALS_IN_FLIGHT: usize = 64;
 
 /// The running proxy: every listener accepting, each with its server block's context.
 pub struct Proxy {
     listeners: Vec<Listener>,
     /// Client connections open in the whole process, against `max_connections`.
     connections: Arc<Gauge>,
+    /// Places for `503` answers being written (see [`REFUSALS_IN_FLIGHT`]).
+    refusals: Arc<Semaphore>,
     /// Set once the proxy stops accepting; idle connections watch it.
     stopping: watch::Sender<bool>,
     /// Set when open connections must end now (fast shutdown); tunnels watch it.
@@ -114,6 +120,7 @@ impl Proxy {
         let mut proxy = Proxy {
             listeners: Vec::new(),
             connections: Gauge::new(config.max_connections),
+            refusals: Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT)),
             stopping: watch::channel(false).0,
             closing: watch::channel(false).0,
             status: None,
@@ -206,6 +213,7 @@ impl Proxy {
                 bound.listener,
                 current,
                 Arc::clone(&self.connections),
+                Arc::clone(&self.refusals),
             ));
             opened.push(local);
             listeners.push(Listener {
@@ -367,31 +375,40 @@ fn bind_one(listen: &Listen) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// Accepts while `max_connections` leaves a place. At the limit it stops accepting, as nginx
+/// and HAProxy do: the client just accepted waits for a place, the next ones wait in the
+/// kernel's backlog, costing no descriptor, and all are served in turn as places free up.
+/// (Waiting for a place before `accept` would let every idle listener hold one.) A client
+/// over `max_connections_per_client` cannot be left waiting (the backlog does not know
+/// clients): it gets a fast 503, or, when many such answers are already being written, is
+/// closed at once.
 async fn accept_loop(
     listener: TcpListener,
     current: watch::Receiver<Arc<ServerContext>>,
     connections: Arc<Gauge>,
+    refusals: Arc<Semaphore>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let context = Arc::clone(&current.borrow());
-                // Past a limit a new client gets a fast 503; open connections are untouched.
-                let Some(permit) = connections.try_acquire() else {
-                    tokio::spawn(connection::refuse(
-                        stream,
-                        ProxyError::Overloaded("max_connections"),
-                    ));
-                    continue;
-                };
                 let Some(client_permit) = context.per_client.try_acquire(peer.ip()) else {
-                    tokio::spawn(connection::refuse(
-                        stream,
-                        ProxyError::Overloaded("max_connections_per_client"),
-                    ));
+                    let error = ProxyError::Overloaded("max_connections_per_client");
+                    match Arc::clone(&refusals).try_acquire_owned() {
+                        Ok(slot) => {
+                            tokio::spawn(async move {
+                                connection::refuse(stream, error).await;
+                                drop(slot);
+                            });
+                        }
+                        Err(_) => {
+                            crate::metrics::get().refused(crate::metrics::Refusal::Limit);
+                            drop(stream);
+                        }
+                    }
                     continue;
                 };
-                let places = Places::new(permit, client_permit);
+                let places = Places::new(connections.acquire().await, client_permit);
                 tokio::spawn(connection::serve(stream, peer, context, places));
             }
             Err(error) if is_per_connection(&error) => {}

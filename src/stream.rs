@@ -11,6 +11,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::deadline;
+
 /// Bytes read from a socket and not yet consumed.
 #[derive(Debug, Default)]
 pub struct ReadBuf {
@@ -21,10 +23,15 @@ pub struct ReadBuf {
     end: usize,
     /// Bytes consumed over the buffer's life, for the access log's byte counts.
     consumed: u64,
+    /// The last read filled all the room it had: bytes are flowing, so the next may grow it.
+    filled: bool,
 }
 
-/// How much one read asks the kernel for.
+/// How much one read asks the kernel for, at most.
 const READ_CHUNK: usize = 16 * 1024;
+/// The storage a connection gets when its first bytes arrive (nginx's first buffer is 1 KiB
+/// too): an idle or trickling client holds little; a busy one doubles it up to `READ_CHUNK`.
+const FIRST_READ: usize = 1024;
 
 impl ReadBuf {
     pub fn with_bytes(bytes: Vec<u8>) -> ReadBuf {
@@ -33,6 +40,7 @@ impl ReadBuf {
             bytes,
             start: 0,
             consumed: 0,
+            filled: false,
         }
     }
 
@@ -79,7 +87,8 @@ impl ReadBuf {
     }
 
     /// Reads once from `stream`, appending at most `max` bytes; `Ok(0)` is end of stream.
-    /// Waits at most `timeout` for the bytes to come.
+    /// Waits at most `timeout` for the bytes to come. Storage is taken only once there are
+    /// bytes to read, so a connection waiting for its first byte holds none.
     pub async fn fill(
         &mut self,
         stream: &TcpStream,
@@ -93,13 +102,50 @@ impl ReadBuf {
             self.start = 0;
         }
         let want = max.min(READ_CHUNK);
-        if self.bytes.len() < self.end + want {
-            self.bytes.resize(self.end + want, 0);
+        let had_storage = !self.bytes.is_empty();
+        let attempt = async {
+            loop {
+                stream.readable().await?;
+                let room = self.make_room(want);
+                match stream.try_read(&mut self.bytes[self.end..self.end + room]) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Woken with nothing to read: an idle connection still holds nothing.
+                        if !had_storage {
+                            self.bytes = Vec::new();
+                        }
+                        continue;
+                    }
+                    Ok(n) => {
+                        self.filled = n == room;
+                        self.end += n;
+                        return Ok(n);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    }
+
+    /// Room for the next read, at most `want` bytes. The storage grows (doubling, from
+    /// `FIRST_READ`) only when its room is used up or the last read filled it.
+    fn make_room(&mut self, want: usize) -> usize {
+        let room = self.bytes.len() - self.end;
+        if room == 0 || (self.filled && room < want) {
+            let grown = (self.bytes.len() * 2).max(FIRST_READ).min(self.end + want);
+            if grown > self.bytes.len() {
+                self.bytes.resize(grown, 0);
+            }
         }
-        let room = &mut self.bytes[self.end..self.end + want];
-        let result = read(stream, room, timeout).await;
-        self.end += *result.as_ref().unwrap_or(&0);
-        result
+        (self.bytes.len() - self.end).min(want)
+    }
+
+    /// The storage held, for tests of its growth.
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.bytes.len()
     }
 
     /// Reads from `stream` until the buffer holds a complete head (up to `\r\n\r\n`) and
@@ -112,7 +158,7 @@ impl ReadBuf {
         idle: Duration,
         timeout: Duration,
     ) -> Result<usize, HeadError> {
-        let mut deadline = (!self.is_empty()).then(|| Instant::now() + timeout);
+        let mut deadline = (!self.is_empty()).then(|| deadline::from_now(timeout));
         let mut scanned = 0;
         loop {
             let data = self.data();
@@ -130,7 +176,7 @@ impl ReadBuf {
                 Ok(0) if started => return Err(HeadError::Closed),
                 Ok(0) => return Err(HeadError::Silent),
                 Ok(_) => {
-                    deadline.get_or_insert_with(|| Instant::now() + timeout);
+                    deadline.get_or_insert_with(|| deadline::from_now(timeout));
                 }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     return Err(if started {
@@ -269,5 +315,68 @@ mod tests {
         assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r", 0), None);
         assert_eq!(find_head_end(b"GET / HTTP/1.1\n\nX", 0), Some(16));
         assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\n\r\nX", 0), Some(23));
+    }
+
+    /// A loopback pair: the accepted end and the client end.
+    async fn pair() -> (TcpStream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (accepted.unwrap().0, client.unwrap())
+    }
+
+    #[tokio::test]
+    async fn storage_starts_small_and_grows_with_the_bytes() {
+        use tokio::io::AsyncWriteExt;
+        let (server, mut client) = pair().await;
+        let mut buf = ReadBuf::default();
+        let wait = Duration::from_secs(10);
+        // Nothing has arrived: waiting for it takes no storage.
+        let idle = buf
+            .fill(&server, 64 * 1024, Duration::from_millis(50))
+            .await;
+        assert_eq!(idle.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert_eq!(buf.capacity(), 0);
+        // A byte at a time (a slowloris) keeps the first, small storage.
+        for _ in 0..10 {
+            client.write_all(b"G").await.unwrap();
+            assert_eq!(buf.fill(&server, 64 * 1024, wait).await.unwrap(), 1);
+        }
+        assert_eq!(buf.capacity(), FIRST_READ);
+        // A stream of bytes grows it, up to one read's worth past what is held.
+        let bulk = vec![b'x'; 256 * 1024];
+        let writer = tokio::spawn(async move {
+            client.write_all(&bulk).await.unwrap();
+            client
+        });
+        while buf.len() < 10 + 256 * 1024 {
+            assert!(buf.fill(&server, usize::MAX, wait).await.unwrap() > 0);
+            assert!(buf.capacity() <= buf.len() + READ_CHUNK);
+        }
+        assert!(buf.capacity() > FIRST_READ);
+        assert_eq!(&buf.data()[..10], b"GGGGGGGGGG");
+        drop(writer.await.unwrap());
+        assert_eq!(buf.fill(&server, usize::MAX, wait).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_head_timeout_too_long_to_represent_is_no_panic() {
+        use tokio::io::AsyncWriteExt;
+        let (server, mut client) = pair().await;
+        let mut buf = ReadBuf::with_bytes(b"GET / HTTP/1.1\r\n".to_vec());
+        client.write_all(b"\r\n").await.unwrap();
+        let end = buf
+            .read_head(&server, 1024, Duration::MAX, Duration::MAX)
+            .await
+            .unwrap();
+        assert_eq!(end, 18);
+        buf.consume(end);
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(
+            buf.read_head(&server, 1024, Duration::MAX, Duration::MAX)
+                .await
+                .unwrap(),
+            18
+        );
     }
 }

@@ -23,6 +23,7 @@ use crate::splice::{PIPE_CAPACITY, Pipe};
 #[cfg(target_os = "linux")]
 use std::os::fd::AsRawFd;
 
+use crate::deadline;
 use crate::stream::reset;
 
 /// Bytes moved per read.
@@ -341,7 +342,7 @@ impl IdleTimer {
         IdleTimer {
             idle,
             last_progress: now,
-            sleep: Box::pin(tokio::time::sleep_until(now + idle)),
+            sleep: Box::pin(tokio::time::sleep_until(deadline::after(now, idle))),
         }
     }
 
@@ -351,7 +352,7 @@ impl IdleTimer {
         }
         loop {
             ready!(self.sleep.as_mut().poll(cx));
-            let deadline = self.last_progress + self.idle;
+            let deadline = deadline::after(self.last_progress, self.idle);
             if deadline <= Instant::now() {
                 return Poll::Ready(());
             }
@@ -424,5 +425,26 @@ mod tests {
             assert!(matches!(outcome.end, End::Closed), "{:?}", outcome.end);
             assert_eq!((outcome.up, outcome.down), (6 + (1 << 20), 1 << 20));
         }
+    }
+
+    /// A library caller may pass any idle time: one too long to represent means never.
+    #[tokio::test]
+    async fn an_idle_time_too_long_to_represent_is_no_panic() {
+        let (mut client, client_end) = pair().await;
+        let (mut origin, origin_end) = pair().await;
+        let tunnel = tokio::spawn(relay(
+            client_end,
+            origin_end,
+            Early::default(),
+            Duration::MAX,
+            false,
+        ));
+        client.write_all(b"ping").await.unwrap();
+        let mut got = [0; 4];
+        origin.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        drop((client, origin));
+        let outcome = tunnel.await.expect("the relay ends without a panic");
+        assert!(matches!(outcome.end, End::Closed), "{:?}", outcome.end);
     }
 }

@@ -261,45 +261,64 @@ async fn the_proxys_own_port_is_never_a_destination() {
     }
 }
 
+/// Past `max_connections` a new client waits in the kernel's backlog and is served when a
+/// place frees up (no descriptor spent on it meanwhile); see tests/resources.rs.
 #[tokio::test]
-async fn past_max_connections_new_clients_get_503_and_open_tunnels_keep_flowing() {
+async fn past_max_connections_a_new_client_waits_and_is_served_when_a_place_frees() {
     let echo = echo_server().await;
-    for (limit, directive) in [
-        ("max_connections", "max_connections 2;\n"),
-        ("per client", ""),
-    ] {
-        let text = if directive.is_empty() {
-            config("    destination_allow 127.0.0.1;\n    max_connections_per_client 2;")
-        } else {
-            format!("{directive}{}", config("    destination_allow 127.0.0.1;"))
-        };
-        let proxy = Proxy::start(&text);
-        let mut first = tunnel(proxy.addr(), &echo.to_string()).await;
-        let _second = tunnel(proxy.addr(), &echo.to_string()).await;
-        let mut third = TcpStream::connect(proxy.addr()).await.unwrap();
-        // The answer comes without a request: the refusal is made at accept.
-        let response = read_to_close(&mut third).await;
-        assert_eq!(response.status, 503, "{limit}: {}", response.head);
-        first.write_all(b"still here").await.unwrap();
-        let mut buf = [0; 10];
-        first.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf, b"still here", "{limit}");
-        drop(first);
-        // A place frees up when a connection ends.
-        let mut freed = None;
-        for _ in 0..50 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let (stream, head) = connect(proxy.addr(), &echo.to_string()).await;
-            if head.starts_with("HTTP/1.1 200 ") {
-                freed = Some(stream);
-                break;
-            }
+    let text = format!(
+        "max_connections 2;\n{}",
+        config("    destination_allow 127.0.0.1;")
+    );
+    let proxy = Proxy::start(&text);
+    let first = tunnel(proxy.addr(), &echo.to_string()).await;
+    let mut second = tunnel(proxy.addr(), &echo.to_string()).await;
+    let mut third = TcpStream::connect(proxy.addr()).await.unwrap();
+    third
+        .write_all(format!("CONNECT {echo} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    second.write_all(b"still here").await.unwrap();
+    let mut buf = [0; 10];
+    second.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still here");
+    drop(first);
+    let head = tokio::time::timeout(Duration::from_secs(10), read_head(&mut third))
+        .await
+        .expect("the waiting client is served once a place frees");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+}
+
+#[tokio::test]
+async fn past_max_connections_per_client_new_clients_get_503_and_open_tunnels_keep_flowing() {
+    let echo = echo_server().await;
+    let text = config("    destination_allow 127.0.0.1;\n    max_connections_per_client 2;");
+    let proxy = Proxy::start(&text);
+    let mut first = tunnel(proxy.addr(), &echo.to_string()).await;
+    let _second = tunnel(proxy.addr(), &echo.to_string()).await;
+    let mut third = TcpStream::connect(proxy.addr()).await.unwrap();
+    // The answer comes without a request: the refusal is made at accept.
+    let response = read_to_close(&mut third).await;
+    assert_eq!(response.status, 503, "{}", response.head);
+    first.write_all(b"still here").await.unwrap();
+    let mut buf = [0; 10];
+    first.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still here");
+    drop(first);
+    // A place frees up when a connection ends.
+    let mut freed = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (stream, head) = connect(proxy.addr(), &echo.to_string()).await;
+        if head.starts_with("HTTP/1.1 200 ") {
+            freed = Some(stream);
+            break;
         }
-        assert!(
-            freed.is_some(),
-            "{limit}: the place of a closed connection was not returned"
-        );
     }
+    assert!(
+        freed.is_some(),
+        "the place of a closed connection was not returned"
+    );
 }
 
 #[tokio::test]

@@ -283,3 +283,62 @@ impl Cx<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    const SPECS: &[Spec] = &[
+        Spec::used("note", HTTP_SERVER_LOCATION, (1, 1), false)
+            .refused_in(Context::Location, "in a location is not supported"),
+        Spec::used("once", HTTP_SERVER, (1, 1), true),
+        Spec::ignored("root", false, "no files"),
+    ];
+    const REGISTRY: &[&[Spec]] = &[SPECS];
+    const TABLE: &[Entry<Vec<String>>] = &[Entry {
+        specs: SPECS,
+        set: |_, directive, seen| {
+            seen.push(directive.args[0].clone());
+            Ok(())
+        },
+    }];
+
+    fn walk(text: &str, context: Context) -> Result<(Vec<String>, Vec<String>), String> {
+        let tree = parse(text.as_bytes(), "t.conf").map_err(|e| e.to_string())?;
+        let mut cx = Cx::new("t.conf", REGISTRY);
+        let mut seen = Vec::new();
+        for directive in cx.check(&tree, context).map_err(|e| e.to_string())? {
+            cx.dispatch(directive, context, TABLE, &mut seen)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok((seen, cx.warnings))
+    }
+
+    #[test]
+    fn checked_then_handed_to_the_declaring_entry() {
+        let (seen, warnings) =
+            walk("note a;\nroot /x;\nonce b;\nnote c;", Context::Server).unwrap();
+        assert_eq!(seen, ["a", "b", "c"]);
+        assert_eq!(
+            warnings,
+            ["\"root\" directive is ignored (no files) in t.conf:2"]
+        );
+    }
+
+    #[test]
+    fn a_block_is_checked_whole_before_any_of_it_applies() {
+        let error = walk("note a;\nonce b;\nonce c;", Context::Server).unwrap_err();
+        assert_eq!(error, "\"once\" directive is duplicate in t.conf:3");
+        let error = walk("note a;\nnope;", Context::Server).unwrap_err();
+        assert_eq!(error, "unknown directive \"nope\" in t.conf:2");
+        let error = walk("once b;", Context::Location).unwrap_err();
+        assert_eq!(error, "\"once\" directive is not allowed here in t.conf:1");
+    }
+
+    #[test]
+    fn refused_in_a_context_with_its_reason() {
+        let error = walk("note a;", Context::Location).unwrap_err();
+        assert_eq!(error, "\"note\" in a location is not supported in t.conf:1");
+    }
+}

@@ -1,6 +1,6 @@
 //! The configuration language: nginx syntax in, checked directives out.
 //!
-//! A file goes through [`lexer`] (bytes → tokens with line numbers) and [`syntax`] (tokens →
+//! A file goes through `lexer` (bytes → tokens with line numbers) and `syntax` (tokens →
 //! a tree of [`Directive`]s). What directives exist and what they mean is declared by the
 //! modules that own them ([`directive::Spec`]); the walker in [`directive`] holds each one to
 //! its declaration and hands it to its module with a [`Cx`]. Every error names `file:line`.

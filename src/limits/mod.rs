@@ -9,12 +9,16 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Notify;
+
 /// Counts open connections against an optional limit, which a reload may change.
 #[derive(Debug, Default)]
 pub struct Gauge {
     /// `usize::MAX` when there is no limit.
     limit: AtomicUsize,
     open: AtomicUsize,
+    /// Woken when a place frees up or the limit changes, for those waiting in [`Gauge::acquire`].
+    freed: Notify,
 }
 
 /// One place in a [`Gauge`], returned on drop.
@@ -26,6 +30,7 @@ impl Gauge {
         Arc::new(Gauge {
             limit: AtomicUsize::new(limit.unwrap_or(usize::MAX)),
             open: AtomicUsize::new(0),
+            freed: Notify::new(),
         })
     }
 
@@ -33,6 +38,21 @@ impl Gauge {
     pub fn set_limit(&self, limit: Option<usize>) {
         self.limit
             .store(limit.unwrap_or(usize::MAX), Ordering::Release);
+        self.freed.notify_waiters();
+    }
+
+    /// A place, waiting for one to free up while the limit is reached.
+    pub async fn acquire(self: &Arc<Self>) -> Permit {
+        loop {
+            // Registered before the attempt, so a place freed in between is not missed.
+            let freed = self.freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(permit) = self.try_acquire() {
+                return permit;
+            }
+            freed.await;
+        }
     }
 
     /// A place, unless the limit is reached.
@@ -54,6 +74,7 @@ impl Gauge {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.freed.notify_waiters();
     }
 }
 
@@ -176,6 +197,29 @@ mod tests {
         assert!(gauge.try_acquire().is_none());
         drop(a);
         assert!(gauge.try_acquire().is_some());
+    }
+
+    #[tokio::test]
+    async fn acquire_waits_for_a_freed_place_or_a_raised_limit() {
+        let gauge = Gauge::new(Some(1));
+        let held = gauge.acquire().await;
+        let waiting = tokio::spawn({
+            let gauge = Arc::clone(&gauge);
+            async move { gauge.acquire().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(held);
+        let second = waiting.await.unwrap();
+        let third = tokio::spawn({
+            let gauge = Arc::clone(&gauge);
+            async move { gauge.acquire().await }
+        });
+        tokio::task::yield_now().await;
+        gauge.set_limit(Some(2));
+        let _third = third.await.unwrap();
+        assert_eq!(gauge.open(), 2);
+        drop(second);
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub mod settings;
 
 pub use settings::ResolverSettings;
 
+use crate::deadline;
 use crate::error::ProxyError;
 use crate::metrics::{self, DnsFailure};
 use crate::target::{Host, Target};
@@ -257,7 +258,7 @@ impl Resolver {
             return Ok(vec![SocketAddr::new(ip, target.port)]);
         }
         let started = Instant::now();
-        let deadline = started + self.inner.timeout;
+        let deadline = deadline::after(started, self.inner.timeout);
         let key: Arc<str> = Arc::from(name.as_str());
         let pending: Vec<(Family, Pending)> = self
             .inner
@@ -324,9 +325,11 @@ impl Inner {
             let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
             // Into the cache and out of the in-flight table at once: a lookup arriving now
             // finds one or the other, never neither.
-            state
-                .cache
-                .insert(key.clone(), reply.answer.clone(), Instant::now() + lifetime);
+            state.cache.insert(
+                key.clone(),
+                reply.answer.clone(),
+                deadline::from_now(lifetime),
+            );
             state.pending.remove(&key);
             drop(state);
             let _ = done.send(Some(reply.answer));
@@ -489,7 +492,7 @@ async fn gather(pending: Vec<(Family, Pending)>, deadline: Instant) -> Vec<(Fami
     };
     let mut until = deadline;
     if has_addrs(&answers) {
-        until = until.min(Instant::now() + FAMILY_GRACE);
+        until = until.min(deadline::from_now(FAMILY_GRACE));
     }
     while !waiting.is_empty() {
         tokio::select! {
@@ -497,7 +500,7 @@ async fn gather(pending: Vec<(Family, Pending)>, deadline: Instant) -> Vec<(Fami
                 if let Some(Ok((index, answer))) = joined {
                     answers[index].1 = Some(answer);
                     if has_addrs(&answers) {
-                        until = until.min(Instant::now() + FAMILY_GRACE);
+                        until = until.min(deadline::from_now(FAMILY_GRACE));
                     }
                 }
             }
@@ -524,7 +527,7 @@ async fn ask_in_order(
 ) -> Reply {
     let count = servers.len();
     let started = Instant::now();
-    let deadline = started + timeout;
+    let deadline = deadline::after(started, timeout);
     let step = (timeout / (count as u32 + 1)).min(FAILOVER_STEP);
     let mut attempts = JoinSet::new();
     let mut busy = vec![false; count];
@@ -545,7 +548,7 @@ async fn ask_in_order(
                 let i = candidate.unwrap_or_default();
                 busy[i] = true;
                 cursor = (i + 1) % count;
-                next_at = Instant::now() + step;
+                next_at = deadline::from_now(step);
                 let dns = servers[i].dns.clone();
                 let name = name.clone();
                 attempts.spawn(async move {
@@ -748,6 +751,37 @@ mod tests {
 
     fn addrs(ip: &str) -> Answer {
         Answer::Addrs(vec![ip.parse().unwrap()].into())
+    }
+
+    /// A library caller may pass any timeout: one too long to represent means no deadline.
+    #[tokio::test]
+    async fn a_timeout_too_long_to_represent_is_no_panic() {
+        // A name server on loopback that refuses every query.
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let refusing = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = server.recv_from(&mut buf).await {
+                if n >= 12 {
+                    buf[2] |= 0x80; // a response
+                    buf[3] = (buf[3] & 0xf0) | 5; // REFUSED
+                    let _ = server.send_to(&buf[..n], from).await;
+                }
+            }
+        });
+        let settings = ResolverSettings {
+            servers: vec![addr],
+            valid: None,
+            ipv4: true,
+            ipv6: true,
+        };
+        let resolver = Resolver::new(Some(&settings), Duration::MAX).unwrap();
+        let target = Target::parse_authority("refused.test:443").unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), resolver.resolve(&target))
+            .await
+            .expect("a refusing server ends the lookup");
+        assert!(answer.is_err(), "{answer:?}");
+        refusing.abort();
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! settings of the modules that act on its connections, and the few that hold for the process.
 //!
 //! [`crate::config`] reads the nginx language; each module declares its directives and how it
-//! applies them beside its settings (`access::settings`, `forward::settings`, ...); [`build`]
+//! applies them beside its settings (`access::settings`, `forward::settings`, ...); `build`
 //! walks the `http` / `server` / `location` blocks and gives each directive to its module.
 
 mod build;

@@ -4,23 +4,23 @@
 
 pub mod settings;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::task::AbortHandle;
 
 use crate::metrics;
 use crate::request::{Head, Limits, ReadError, read_head};
 use crate::stream::{Conn, write_all};
 use settings::StatusListen;
 
-/// Status connections served at once; more are closed at accept. A scraper needs one.
+/// Status connections served at once. A scraper or a health check needs one, for a moment.
 const MAX_CONNECTIONS: usize = 64;
 /// Time allowed to send the request, and to take the answer.
-const TIMEOUT: Duration = Duration::from_secs(10);
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds the status listener. Must run inside a tokio runtime. The error reads like a
 /// `listen` one: `bind() to 127.0.0.1:9145 failed (Address in use), status_listen in f:3`.
@@ -42,22 +42,25 @@ pub fn bind(status: &StatusListen) -> Result<TcpListener, String> {
     })
 }
 
-/// Serves the status listener until the task is dropped.
+/// Serves the status listener until the task is dropped. Each connection runs in its own
+/// task. When `MAX_CONNECTIONS` are open, the oldest is closed to make room: a health check
+/// is answered in a moment, so the oldest is the one most likely idle, and idle connections
+/// can never lock a load balancer's check out (refusing the newest would let them).
 pub async fn serve(listener: TcpListener) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut open: VecDeque<AbortHandle> = VecDeque::with_capacity(MAX_CONNECTIONS);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of descriptors, most likely: the proxy's own listeners matter more.
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            continue; // dropped: closed at once
-        };
-        tokio::spawn(async move {
-            answer(stream).await;
-            drop(slot);
-        });
+        open.retain(|task| !task.is_finished());
+        if open.len() >= MAX_CONNECTIONS
+            && let Some(oldest) = open.pop_front()
+        {
+            oldest.abort();
+        }
+        open.push_back(tokio::spawn(answer(stream)).abort_handle());
     }
 }
 
