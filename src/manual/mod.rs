@@ -136,7 +136,7 @@ const TAIL: &str = r##".SH FILES
 .I /etc/sluice/proxy.conf
 The configuration the systemd unit runs; as installed, the embedded default (loopback only).
 .TP
-.I /lib/systemd/system/sluice.service
+.I /usr/lib/systemd/system/sluice.service
 The systemd unit: checks the file before starting and reloading, stops gracefully with
 SIGQUIT, runs as a dynamic user.
 .TP
