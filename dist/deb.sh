@@ -6,7 +6,8 @@
 # the directives that binary knows. Package contents: [package.metadata.deb] in Cargo.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target="${CARGO_TARGET_DIR:-target}"
+# Where cargo builds (CARGO_TARGET_DIR or .cargo/config may move it), as cargo-deb finds it.
+target=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 cargo build --release --locked
 # gzip -n: no name or time in the header, so the same page gives the same bytes.
 "$target/release/sluice" --man | gzip -9n > "$target/release/sluice.8.gz"
