@@ -60,18 +60,18 @@ destinations unless a destination_allow rule names them.
 sluice stays in the foreground and logs to standard error.
 .SH OPTIONS
 .TP
-.BI \-c " file"
+.BI "\-c, \-\-config " file
 Read the configuration from
 .IR file .
 Relative paths inside it are relative to its directory.
 .TP
-.B \-t
+.B \-t, \-\-test
 Test the configuration and exit, as
 .B nginx \-t
 does: the file is read and checked whole, and the access log files are opened (and created).
 The result goes to standard error.
 .TP
-.B \-T
+.B \-T, \-\-test\-and\-print
 Test the configuration as
 .B \-t
 does and, if it is valid, print it on standard output after a line
@@ -79,7 +79,7 @@ does and, if it is valid, print it on standard output after a line
 the file as written, or the embedded default without
 .BR \-c .
 .TP
-.B \-V
+.B \-V, \-\-version
 Print the version and exit.
 .TP
 .B \-\-help
