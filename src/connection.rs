@@ -1,122 +1,63 @@
 //! One client connection, from its first byte to its close.
 //!
-//! Read a head. A CONNECT this server may serve is resolved and dialled, answered `200`, and
-//! the connection becomes a tunnel. An absolute-form request is forwarded, and the connection
-//! reads its next request if both sides allow it. Any failure before the client got an answer
-//! becomes one error response, written here and nowhere else, followed by a close.
+//! The transport's handshake turns the accepted socket into the client's stream. Then: read a
+//! head; admit the client. A CONNECT this server may serve reaches its upstream along its
+//! route, is answered `200`, and the connection becomes a tunnel. Any other request goes to
+//! [`forward`], which forwards it or refuses it, and the connection reads its next request if
+//! both sides allow it. Any failure before the client got an answer becomes one error response,
+//! written here and nowhere else, followed by a close.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-use crate::access::{Auth, OwnListeners};
 use crate::access_log::{AccessLog, Client, Entry};
 use crate::connect::ConnectVar;
+use crate::context::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
-use crate::forward::{self, Next, Pool, Report};
-use crate::limits::{PerClient, Places};
-use crate::metrics::{self, Mode, Refusal};
-use crate::request::{Head, Limits, ReadError, read_head};
-use crate::resolve::Resolver;
+use crate::forward::{self, Next};
+use crate::limits::Places;
+use crate::metrics::{self, Mode};
+use crate::request::{Head, ReadError, read_head};
+use crate::route;
 use crate::settings::Server;
-use crate::stream::{Conn, reset};
+use crate::stream::Conn;
 use crate::target::Target;
+use crate::transport::{self, ClientInfo, ClientStream, reset};
 use crate::tunnel::{self, Early, Outcome};
 use crate::upstream;
-
-/// Everything a connection accepted by one `server` block needs.
-pub struct ServerContext {
-    pub config: Server,
-    pub resolver: Resolver,
-    pub limits: Limits,
-    /// Idle upstream connections for forwarded requests.
-    pub pool: Pool,
-    /// `auth_basic` with its users, when on.
-    pub auth: Option<Auth>,
-    /// Every address this process listens on: never a destination.
-    pub own_listeners: Arc<OwnListeners>,
-    /// Connections open per client address.
-    pub per_client: Arc<PerClient>,
-    /// Becomes true when the proxy stops: connections waiting for a request close.
-    pub stopping: watch::Receiver<bool>,
-    /// Becomes true when open connections must end now (fast shutdown): tunnels close.
-    pub closing: watch::Receiver<bool>,
-    /// The context a reload put in this one's place on the same listener.
-    pub successor: OnceLock<Arc<ServerContext>>,
-}
-
-impl ServerContext {
-    /// Records that a reload replaced this context by `next` (the first replacement counts).
-    pub fn succeed(&self, next: &Arc<ServerContext>) {
-        let _ = self.successor.set(Arc::clone(next));
-    }
-
-    /// The context now serving the listener this one served: a keep-alive connection judges
-    /// each new request by it, so a reload reaches connections already open.
-    fn latest(self: &Arc<Self>) -> Arc<ServerContext> {
-        let mut latest = self;
-        while let Some(next) = latest.successor.get() {
-            latest = next;
-        }
-        Arc::clone(latest)
-    }
-
-    /// Resolves once the proxy is stopping.
-    async fn stopping(&self) {
-        let mut stopping = self.stopping.clone();
-        let _ = stopping.wait_for(|&stopping| stopping).await;
-    }
-
-    /// Resolves once open connections must end now.
-    async fn closing(&self) {
-        let mut closing = self.closing.clone();
-        let _ = closing.wait_for(|&closing| closing).await;
-    }
-
-    /// Whether any location forwards plain-HTTP requests.
-    fn forwards(&self) -> bool {
-        self.config.locations.iter().any(|l| l.proxy_pass)
-    }
-
-    /// Whether any access log of this server may write a line.
-    fn logs(&self) -> bool {
-        let locations = self.config.locations.iter().map(|l| &l.access_log);
-        std::iter::once(&self.config.access_log)
-            .chain(locations)
-            .any(|log| !log.is_off())
-    }
-
-    /// The access log of the location that served a forwarded request, or the server's.
-    fn access_log(&self, location: Option<usize>) -> &AccessLog {
-        location
-            .and_then(|i| self.config.locations.get(i))
-            .map_or(&self.config.access_log, |l| &l.access_log)
-    }
-}
 
 /// `$connection`: connections accepted so far.
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
-/// Serves one client connection to its end.
-pub async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
+/// Serves one accepted connection to its end: the transport's handshake, then its requests.
+pub async fn serve(socket: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>, places: Places) {
+    let _open = metrics::get().connection();
+    // Only a log line can use the local address (`$server_addr`): no system call otherwise.
+    let Ok((stream, info)) = transport::handshake(socket, peer, ctx.logs()).await else {
+        return;
+    };
+    converse(stream, info, ctx, places).await;
+}
+
+/// Reads request after request from `stream` until one ends the connection: an error answer,
+/// a close, or a tunnel that takes the stream over.
+async fn converse<S: ClientStream>(
+    stream: S,
+    info: ClientInfo,
     mut ctx: Arc<ServerContext>,
     places: Places,
 ) {
-    let _ = stream.set_nodelay(true);
-    let _open = metrics::get().connection();
+    let peer = info.peer;
     let who = Client {
         peer,
-        // Only a log line can use it (`$server_addr`): no system call for it otherwise.
-        local: ctx.logs().then(|| stream.local_addr().ok()).flatten(),
+        local: info.local,
         id: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
     };
     let mut client = Conn::new(stream);
@@ -158,19 +99,9 @@ pub async fn serve(
         if head.method == "CONNECT" {
             return connect(client, &head, entry, &ctx, places).await;
         }
-        if !ctx.forwards() {
-            let error = not_connect(&head);
-            return refuse_logged(client.stream, entry, &config.access_log, error).await;
-        }
-        let mut report = Report::default();
-        let result = forward::forward(&mut client, &head, peer, &ctx, &mut report).await;
-        let log = ctx.access_log(report.location);
+        let result = forward::forward(&mut client, &head, peer, &ctx, &mut entry).await;
+        let log = ctx.access_log(entry.location);
         entry.bytes_received = client.buf.consumed() - consumed;
-        entry.status = report.status.unwrap_or(0);
-        entry.bytes_sent = report.head_sent + report.body_sent;
-        entry.body_bytes_sent = report.body_sent;
-        entry.upstream = report.upstream;
-        entry.timings = report.timings;
         match result {
             Ok(Next::KeepAlive) => {
                 finish(&entry, log, Some(Mode::Forward));
@@ -182,7 +113,7 @@ pub async fn serve(
             }
             Ok(Next::Abort) => {
                 finish(&entry, log, Some(Mode::Forward));
-                return reset(&client.stream);
+                return reset(client.stream.socket());
             }
             Ok(Next::Upgrade {
                 upstream,
@@ -197,7 +128,7 @@ pub async fn serve(
                     upstream,
                     early,
                 };
-                return hand_over(tunnel, entry, report.location, &ctx, places);
+                return hand_over(tunnel, entry, &ctx, places);
             }
             Err(error) => return refuse_logged(client.stream, entry, log, error).await,
         }
@@ -230,9 +161,10 @@ async fn admit(
     Ok(Some(user))
 }
 
-/// Serves a CONNECT: policy, resolve, dial, `200`, then [`hand_over`] to a tunnel task.
-async fn connect(
-    mut client: Conn,
+/// Serves a CONNECT: policy, route, reach the upstream, `200`, then [`hand_over`] to a tunnel
+/// task.
+async fn connect<S: ClientStream>(
+    mut client: Conn<S>,
     head: &Head,
     mut entry: Entry<'_>,
     ctx: &Arc<ServerContext>,
@@ -249,8 +181,10 @@ async fn connect(
         timeout: config.connect.connect_timeout,
         bind: config.connect.bind,
     };
+    let route = route::pick(ctx, &target);
     let dialled = upstream::connect(
         ctx,
+        &route,
         &target,
         config.connect.address,
         options,
@@ -266,7 +200,7 @@ async fn connect(
     let response = established_response(config, &target, upstream.addr);
     let sent = tokio::time::timeout(
         config.connect.data_timeout,
-        client.stream.write_all(response.as_bytes()),
+        send(&mut client.stream, response.as_bytes()),
     )
     .await;
     if !matches!(sent, Ok(Ok(()))) {
@@ -282,28 +216,28 @@ async fn connect(
         upstream: upstream.stream,
         early,
     };
-    hand_over(tunnel, entry, None, ctx, places);
+    hand_over(tunnel, entry, ctx, places);
 }
 
 /// A connection that became a tunnel (after a CONNECT's `200` or an upgrade's `101`).
-struct Tunnel {
-    client: TcpStream,
+struct Tunnel<S> {
+    client: S,
     upstream: TcpStream,
     early: Early,
 }
 
 /// Runs `tunnel` in a task of its own, which holds only what a tunnel needs while the
 /// connection's task (sized for the largest thing a connection may do) ends: an idle tunnel
-/// costs a few hundred bytes. The tunnel is logged, in the log of `location` if a location
-/// served it, and counted when it ends; `places` are given back then.
-fn hand_over(
-    tunnel: Tunnel,
+/// costs a few hundred bytes. The tunnel is logged, in the log of the location that served it
+/// if one did, and counted when it ends; `places` are given back then.
+fn hand_over<S: ClientStream>(
+    tunnel: Tunnel<S>,
     entry: Entry<'_>,
-    location: Option<usize>,
     ctx: &Arc<ServerContext>,
     places: Places,
 ) {
-    let mut entry = entry.detach(!ctx.access_log(location).is_off());
+    let logged = !ctx.access_log(entry.location).is_off();
+    let mut entry = entry.detach(logged);
     let ctx = Arc::clone(ctx);
     tokio::spawn(async move {
         let _tunnel = metrics::get().tunnel();
@@ -320,15 +254,18 @@ fn hand_over(
             outcome.end,
         );
         carried(&mut entry, &outcome);
-        finish(&entry, ctx.access_log(location), Some(Mode::Tunnel));
+        finish(&entry, ctx.access_log(entry.location), Some(Mode::Tunnel));
         drop(places);
     });
 }
 
 /// Runs a tunnel to its end, or until the proxy closes every connection (fast shutdown): then
 /// both sockets are shut down, so the tunnel ends at once with its byte counts and is logged.
-async fn run_tunnel(tunnel: Tunnel, ctx: &ServerContext) -> Outcome {
-    let sockets = [tunnel.client.as_raw_fd(), tunnel.upstream.as_raw_fd()];
+async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> Outcome {
+    let sockets = [
+        tunnel.client.socket().as_raw_fd(),
+        tunnel.upstream.as_raw_fd(),
+    ];
     let idle = ctx.config.connect.data_timeout;
     let run = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle);
     tokio::pin!(run);
@@ -349,8 +286,7 @@ async fn run_tunnel(tunnel: Tunnel, ctx: &ServerContext) -> Outcome {
 /// Adds what a tunnel carried to its request's byte counts.
 fn carried(entry: &mut Entry, outcome: &Outcome) {
     entry.bytes_received += outcome.up;
-    entry.bytes_sent += outcome.down;
-    entry.body_bytes_sent += outcome.down;
+    entry.sent(0, outcome.down);
 }
 
 /// Counts a finished request and writes its access log line.
@@ -387,18 +323,6 @@ fn connect_target(head: &Head, config: &Server) -> Result<Target, ProxyError> {
     Ok(target)
 }
 
-/// The answer to anything but CONNECT on a server that does not forward.
-fn not_connect(head: &Head) -> ProxyError {
-    if head.target.starts_with('/') || head.target == "*" {
-        ProxyError::BadRequest(
-            "this is a forward proxy: it serves only CONNECT requests (use it as an HTTPS proxy)"
-                .into(),
-        )
-    } else {
-        ProxyError::MethodNotAllowed("CONNECT")
-    }
-}
-
 /// The head that tells the client its tunnel is open.
 fn established_response(config: &Server, target: &Target, upstream: SocketAddr) -> String {
     let Some(template) = &config.connect.response else {
@@ -423,13 +347,13 @@ const LINGER_BYTES: usize = 64 * 1024;
 
 /// Logs why a request was refused (server-side failures louder), answers it, writes its
 /// access log line, and closes.
-async fn refuse_logged(
-    mut client: TcpStream,
+async fn refuse_logged<S: ClientStream>(
+    mut client: S,
     mut entry: Entry<'_>,
     log: &AccessLog,
     error: ProxyError,
 ) {
-    let (status, _) = error.status();
+    let status = error.class().status;
     let request = entry
         .head
         .as_deref()
@@ -443,8 +367,7 @@ async fn refuse_logged(
     entry.status = status;
     let written = answer(&mut client, &error).await;
     if let Some((head, body)) = written {
-        entry.bytes_sent += head + body;
-        entry.body_bytes_sent += body;
+        entry.sent(head, body);
     }
     finish(&entry, log, None);
     if written.is_some() {
@@ -453,7 +376,7 @@ async fn refuse_logged(
 }
 
 /// Writes the error response and closes.
-pub async fn refuse(mut client: TcpStream, error: ProxyError) {
+pub async fn refuse<S: ClientStream>(mut client: S, error: ProxyError) {
     if answer(&mut client, &error).await.is_some() {
         linger_close(client).await;
     }
@@ -461,12 +384,12 @@ pub async fn refuse(mut client: TcpStream, error: ProxyError) {
 
 /// Writes the error response, counting a refusal by policy or limit. The sizes of its head
 /// and body if it was written.
-async fn answer(client: &mut TcpStream, error: &ProxyError) -> Option<(u64, u64)> {
-    if let Some(reason) = Refusal::of(error) {
+async fn answer<S: ClientStream>(client: &mut S, error: &ProxyError) -> Option<(u64, u64)> {
+    if let Some(reason) = error.class().refusal {
         metrics::get().refused(reason);
     }
     let response = error.response();
-    let written = tokio::time::timeout(LINGER, client.write_all(&response)).await;
+    let written = tokio::time::timeout(LINGER, send(client, &response)).await;
     if !matches!(written, Ok(Ok(()))) {
         return None;
     }
@@ -477,10 +400,16 @@ async fn answer(client: &mut TcpStream, error: &ProxyError) -> Option<(u64, u64)
     Some((head as u64, (response.len() - head) as u64))
 }
 
+/// Writes all of `bytes` out: a stream that buffers (TLS) is flushed.
+async fn send<S: ClientStream>(client: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    client.write_all(bytes).await?;
+    client.flush().await
+}
+
 /// Closes after a complete answer. Bytes the client already sent are drained for a moment
 /// first: closing with unread data makes the kernel send a reset, which can destroy the answer
 /// before the client reads it (nginx's "lingering close").
-async fn linger_close(mut client: TcpStream) {
+async fn linger_close<S: ClientStream>(mut client: S) {
     let _ = client.shutdown().await;
     let _ = tokio::time::timeout(LINGER, async {
         let mut sink = [0u8; 4096];

@@ -1,10 +1,14 @@
 //! Why a request was not served, and the HTTP answer each reason gets.
 //!
 //! Failures are classified where they are understood (the head reader, the target parser, the
-//! resolver, the dialer); the status and the text the client sees are decided here, once.
+//! resolver, the dialer); what each means is decided here, once, in [`ProxyError::class`]:
+//! the status and text the client sees, the status the access log records, and the reason the
+//! metrics count it under.
 
 use std::fmt;
 use std::io;
+
+use crate::metrics::{ConnectFailure, Refusal};
 
 /// A request that ends in an error response instead of a tunnel.
 #[derive(Debug)]
@@ -49,30 +53,60 @@ pub enum ProxyError {
     GatewayTimeout(String),
 }
 
+/// What a failure means, decided once per kind of failure: the status the client is answered
+/// with (and the access log records), and what the metrics count it as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Class {
+    pub status: u16,
+    /// The status's reason phrase.
+    pub reason: &'static str,
+    /// The policy or limit that refused the request (`sluice_refused_total`).
+    pub refusal: Option<Refusal>,
+    /// Why reaching the upstream failed (`sluice_upstream_connect_failures_total`).
+    pub connect_failure: Option<ConnectFailure>,
+}
+
 impl ProxyError {
+    /// How this failure is answered and counted.
+    pub fn class(&self) -> Class {
+        use ConnectFailure as Connect;
+        let (status, refusal, connect_failure) = match self {
+            ProxyError::BadRequest(_) => (400, None, None),
+            ProxyError::RequestLineTooLong => (414, None, None),
+            ProxyError::HeadTooLarge => (431, None, None),
+            ProxyError::HeadTimeout | ProxyError::BodyTimeout => (408, None, None),
+            ProxyError::MethodNotAllowed(_) | ProxyError::ConnectDisabled => (405, None, None),
+            ProxyError::ClientDenied => (403, Some(Refusal::Acl), None),
+            ProxyError::DestinationDenied(_) => {
+                (403, Some(Refusal::Destination), Some(Connect::Denied))
+            }
+            ProxyError::PortNotAllowed(_) | ProxyError::ForwardPortNotAllowed(_) => {
+                (403, Some(Refusal::Port), None)
+            }
+            ProxyError::AuthRequired { .. } => (407, Some(Refusal::Auth), None),
+            ProxyError::Overloaded(_) => (503, Some(Refusal::Limit), None),
+            ProxyError::ConnectFailed { error, .. }
+                if error.kind() == io::ErrorKind::ConnectionRefused =>
+            {
+                (502, None, Some(Connect::Refused))
+            }
+            ProxyError::ConnectFailed { .. } => (502, None, Some(Connect::Unreachable)),
+            ProxyError::ResolveFailed { .. } | ProxyError::BadGateway(_) => (502, None, None),
+            ProxyError::ConnectTimeout { .. } => (504, None, Some(Connect::Timeout)),
+            ProxyError::ResolveTimeout { .. } | ProxyError::GatewayTimeout(_) => (504, None, None),
+        };
+        Class {
+            status,
+            reason: reason_phrase(status),
+            refusal,
+            connect_failure,
+        }
+    }
+
     /// The status code and its reason phrase.
     pub fn status(&self) -> (u16, &'static str) {
-        match self {
-            ProxyError::BadRequest(_) => (400, "Bad Request"),
-            ProxyError::RequestLineTooLong => (414, "URI Too Long"),
-            ProxyError::HeadTooLarge => (431, "Request Header Fields Too Large"),
-            ProxyError::HeadTimeout | ProxyError::BodyTimeout => (408, "Request Timeout"),
-            ProxyError::MethodNotAllowed(_) | ProxyError::ConnectDisabled => {
-                (405, "Method Not Allowed")
-            }
-            ProxyError::ClientDenied
-            | ProxyError::DestinationDenied(_)
-            | ProxyError::PortNotAllowed(_)
-            | ProxyError::ForwardPortNotAllowed(_) => (403, "Forbidden"),
-            ProxyError::AuthRequired { .. } => (407, "Proxy Authentication Required"),
-            ProxyError::Overloaded(_) => (503, "Service Unavailable"),
-            ProxyError::ResolveFailed { .. }
-            | ProxyError::ConnectFailed { .. }
-            | ProxyError::BadGateway(_) => (502, "Bad Gateway"),
-            ProxyError::ResolveTimeout { .. }
-            | ProxyError::ConnectTimeout { .. }
-            | ProxyError::GatewayTimeout(_) => (504, "Gateway Timeout"),
-        }
+        let class = self.class();
+        (class.status, class.reason)
     }
 
     /// The complete response: status line, headers, a one-line plain-text body. The connection
@@ -145,6 +179,23 @@ impl fmt::Display for ProxyError {
 
 impl std::error::Error for ProxyError {}
 
+/// The reason phrase of a status an error answer may have.
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        405 => "Method Not Allowed",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        414 => "URI Too Long",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
 /// An I/O error in a few plain words, without the `(os error N)` suffix.
 fn describe(error: &io::Error) -> String {
     match error.kind() {
@@ -181,6 +232,48 @@ mod tests {
         let text = String::from_utf8(ProxyError::MethodNotAllowed("CONNECT").response()).unwrap();
         assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
         assert!(text.contains("\r\nAllow: CONNECT\r\n"));
+    }
+
+    #[test]
+    fn every_failure_has_a_reason_phrase() {
+        let io = || io::Error::from(io::ErrorKind::ConnectionRefused);
+        let every = [
+            ProxyError::BadRequest(String::new()),
+            ProxyError::RequestLineTooLong,
+            ProxyError::HeadTooLarge,
+            ProxyError::HeadTimeout,
+            ProxyError::MethodNotAllowed("CONNECT"),
+            ProxyError::ConnectDisabled,
+            ProxyError::ClientDenied,
+            ProxyError::AuthRequired {
+                realm: String::new(),
+            },
+            ProxyError::DestinationDenied(String::new()),
+            ProxyError::Overloaded("max_connections"),
+            ProxyError::PortNotAllowed(25),
+            ProxyError::ForwardPortNotAllowed(25),
+            ProxyError::BodyTimeout,
+            ProxyError::ResolveFailed {
+                host: String::new(),
+                reason: String::new(),
+            },
+            ProxyError::ResolveTimeout {
+                host: String::new(),
+            },
+            ProxyError::ConnectFailed {
+                target: String::new(),
+                error: io(),
+            },
+            ProxyError::ConnectTimeout {
+                target: String::new(),
+            },
+            ProxyError::BadGateway(String::new()),
+            ProxyError::GatewayTimeout(String::new()),
+        ];
+        for error in every {
+            let class = error.class();
+            assert_ne!(class.reason, "Error", "{error:?}");
+        }
     }
 
     #[test]

@@ -3,28 +3,37 @@
 //! A connection travels through the modules in this order:
 //!
 //! ```text
-//! server ──accept──▶ connection ──read head──▶ request ──▶ target + policy
-//!                        ▲                                    │
-//!                        │       CONNECT ◀────────────────────┴────────────▶ absolute URI
-//!                        │          │                                           │
-//!                        │   upstream (resolve ▶ dial) ▶ "200" ▶ tunnel    forward ▶ upstream (or pool)
-//!                        └───────────────── keep-alive: next request ◀──────────┘
+//! server ──accept──▶ transport ──▶ connection ──read head──▶ request ──▶ target + policy
+//!                                      ▲                                    │
+//!                                      │       CONNECT ◀────────────────────┴────────────▶ absolute URI
+//!                                      │          │                                           │
+//!                                      │   upstream (resolve ▶ dial) ▶ "200" ▶ tunnel    forward ▶ upstream (or pool)
+//!                                      └───────────────── keep-alive: next request ◀──────────┘
 //! ```
 //!
 //! - [`server`] binds the listeners of every `server { }` block, accepts connections, and on
 //!   `SIGHUP` reloads a new configuration into the listeners without touching open ones.
-//! - [`connection`] drives one client connection from its first byte to its close, and is the
-//!   one place that turns a failure into an HTTP status.
+//! - [`transport`] turns an accepted socket into the client's stream and what is known about
+//!   the client: the place for a PROXY-protocol header or a TLS handshake. Everything after it
+//!   works on any [`transport::ClientStream`].
+//! - [`connection`] drives one client connection from its handshake to its close, and is the
+//!   one place that writes a failure's answer; [`error`] decides its status and how it counts.
+//! - [`context`] is what the connections of one `server` block share: configuration,
+//!   resolver, upstream pool, and the signals that stop them.
 //! - [`request`] reads and validates the request head (size limits, timeouts, strict syntax).
 //! - [`target`] parses the CONNECT authority (`host:port`, `[v6]:port`).
 //! - [`resolve`] turns a host name into addresses (hickory-resolver, `resolver` directive).
 //! - [`dial`] connects upstream: several addresses raced as RFC 8305 says, one timeout, an
 //!   optional source address.
-//! - [`upstream`] is the one path to an origin: [`resolve`] then [`dial`].
-//! - [`tunnel`] moves bytes both ways, passing half-closes on, until both directions are done;
-//!   on Linux through [`splice`] pipes.
+//! - [`route`] picks the way to a destination (direct today; a parent proxy next), and
+//!   [`upstream`] is the one path to an origin along it: on a direct route, the destination
+//!   rules, [`resolve`], then [`dial`].
+//! - [`tunnel`] moves bytes both ways, passing half-closes on, until both directions are done.
+//! - [`relay`] is the one byte mover: every read, timed write and tunnel direction, on Linux
+//!   through [`splice`] pipes between plain sockets, and the [`relay::Budget`] a rate limit
+//!   will plug into.
 //! - [`forward`] forwards plain-HTTP requests: header hygiene, strict framing, streamed bodies,
-//!   an idle upstream pool; [`stream`] is the buffered socket it and [`request`] read from.
+//!   an idle upstream pool; [`stream`] is the buffered stream it and [`request`] read from.
 //! - [`access`] decides who may use the proxy and where it may go (allow/deny, proxy
 //!   authentication, destination rules); [`limits`] counts connections.
 //! - [`deadline`] computes deadlines that cannot overflow, whatever time a caller passes.
@@ -42,6 +51,7 @@ pub mod access_log;
 pub mod config;
 pub mod connect;
 pub mod connection;
+pub mod context;
 pub mod deadline;
 pub mod dial;
 pub mod error;
@@ -49,8 +59,10 @@ pub mod forward;
 pub mod limits;
 pub mod manual;
 pub mod metrics;
+pub mod relay;
 pub mod request;
 pub mod resolve;
+pub mod route;
 pub mod server;
 pub mod settings;
 #[cfg(target_os = "linux")]
@@ -59,6 +71,7 @@ pub mod status;
 pub mod stream;
 pub mod target;
 pub mod template;
+pub mod transport;
 pub mod tunnel;
 pub mod upstream;
 

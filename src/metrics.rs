@@ -6,11 +6,8 @@
 //! per tunnel when it ends.
 
 use std::fmt::Write;
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-
-use crate::error::ProxyError;
 
 /// Every counter and gauge sluice exposes.
 #[derive(Default)]
@@ -68,7 +65,7 @@ impl DnsFailure {
     }
 }
 
-/// Why connecting to an upstream failed.
+/// Why connecting to an upstream failed ([`crate::error::ProxyError::class`] says which).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectFailure {
     Refused,
@@ -94,24 +91,10 @@ impl ConnectFailure {
             ConnectFailure::Denied => "denied",
         }
     }
-
-    /// The cause of a failed [`crate::upstream::connect`], if it is a connect failure at all.
-    pub fn of(error: &ProxyError) -> Option<ConnectFailure> {
-        Some(match error {
-            ProxyError::ConnectTimeout { .. } => ConnectFailure::Timeout,
-            ProxyError::ConnectFailed { error, .. }
-                if error.kind() == io::ErrorKind::ConnectionRefused =>
-            {
-                ConnectFailure::Refused
-            }
-            ProxyError::ConnectFailed { .. } => ConnectFailure::Unreachable,
-            ProxyError::DestinationDenied(_) => ConnectFailure::Denied,
-            _ => return None,
-        })
-    }
 }
 
-/// Why a client was refused by policy or a limit.
+/// Why a client was refused by policy or a limit ([`crate::error::ProxyError::class`] says
+/// which).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// `max_connections`, `max_connections_per_client` (503).
@@ -143,18 +126,6 @@ impl Refusal {
             Refusal::Destination => "destination",
             Refusal::Port => "port",
         }
-    }
-
-    /// The policy an error answer enforces, if it is a refusal at all.
-    pub fn of(error: &ProxyError) -> Option<Refusal> {
-        Some(match error {
-            ProxyError::Overloaded(_) => Refusal::Limit,
-            ProxyError::ClientDenied => Refusal::Acl,
-            ProxyError::AuthRequired { .. } => Refusal::Auth,
-            ProxyError::DestinationDenied(_) => Refusal::Destination,
-            ProxyError::PortNotAllowed(_) | ProxyError::ForwardPortNotAllowed(_) => Refusal::Port,
-            _ => return None,
-        })
     }
 }
 

@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 
 use crate::access::{Auth, OwnListeners};
 use crate::config::Origin;
-use crate::connection::{self, ServerContext};
+use crate::connection;
+use crate::context::ServerContext;
 use crate::error::ProxyError;
 use crate::forward::Pool;
 use crate::limits::{Gauge, PerClient, Places};
@@ -402,7 +403,9 @@ async fn accept_loop(
                             });
                         }
                         Err(_) => {
-                            crate::metrics::get().refused(crate::metrics::Refusal::Limit);
+                            if let Some(reason) = error.class().refusal {
+                                crate::metrics::get().refused(reason);
+                            }
                             drop(stream);
                         }
                     }

@@ -1,17 +1,20 @@
-//! A TCP connection with a read buffer, for the HTTP side of sluice.
+//! A stream with a read buffer, for the HTTP side of sluice.
 //!
 //! Heads are read into the buffer and parsed in place; what follows a head (a body, the next
-//! pipelined request, the first tunnel bytes) stays buffered for whoever reads next. Reads and
-//! writes take `&TcpStream`, so one task can stream a request body up while it relays the
-//! response down on the same pair of sockets.
+//! pipelined request, the first tunnel bytes) stays buffered for whoever reads next. Reads
+//! take any [`ReadSide`], so one task can stream a request body up from one half of a client
+//! stream while it relays the response down into the other.
 
+use std::future::poll_fn;
 use std::io;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::deadline;
+use crate::relay::{self, Unlimited};
+use crate::transport::ReadSide;
 
 /// Bytes read from a socket and not yet consumed.
 #[derive(Debug, Default)]
@@ -86,12 +89,12 @@ impl ReadBuf {
         bytes
     }
 
-    /// Reads once from `stream`, appending at most `max` bytes; `Ok(0)` is end of stream.
+    /// Reads once from `from`, appending at most `max` bytes; `Ok(0)` is end of stream.
     /// Waits at most `timeout` for the bytes to come. Storage is taken only once there are
     /// bytes to read, so a connection waiting for its first byte holds none.
-    pub async fn fill(
+    pub async fn fill<R: ReadSide>(
         &mut self,
-        stream: &TcpStream,
+        from: &mut R,
         max: usize,
         timeout: Duration,
     ) -> io::Result<usize> {
@@ -103,27 +106,27 @@ impl ReadBuf {
         }
         let want = max.min(READ_CHUNK);
         let had_storage = !self.bytes.is_empty();
-        let attempt = async {
-            loop {
-                stream.readable().await?;
-                let room = self.make_room(want);
-                match stream.try_read(&mut self.bytes[self.end..self.end + room]) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        // Woken with nothing to read: an idle connection still holds nothing.
-                        if !had_storage {
-                            self.bytes = Vec::new();
-                        }
-                        continue;
+        let attempt = poll_fn(|cx| {
+            ready!(from.poll_read_ready(cx))?;
+            let room = self.make_room(want);
+            let end = self.end;
+            let into = &mut self.bytes[end..end + room];
+            match relay::poll_read(cx, from, &mut Unlimited, into) {
+                Poll::Pending => {
+                    // Woken with nothing to read: an idle connection still holds nothing.
+                    if !had_storage {
+                        self.bytes = Vec::new();
                     }
-                    Ok(n) => {
-                        self.filled = n == room;
-                        self.end += n;
-                        return Ok(n);
-                    }
-                    Err(e) => return Err(e),
+                    Poll::Pending
                 }
+                Poll::Ready(Ok(n)) => {
+                    self.filled = n == room;
+                    self.end += n;
+                    Poll::Ready(Ok(n))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             }
-        };
+        });
         tokio::time::timeout(timeout, attempt)
             .await
             .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
@@ -148,12 +151,12 @@ impl ReadBuf {
         self.bytes.len()
     }
 
-    /// Reads from `stream` until the buffer holds a complete head (up to `\r\n\r\n`) and
+    /// Reads from `from` until the buffer holds a complete head (up to `\r\n\r\n`) and
     /// returns its length. Waits up to `idle` for a first byte, then allows `timeout` for the
     /// whole head.
-    pub async fn read_head(
+    pub async fn read_head<R: ReadSide>(
         &mut self,
-        stream: &TcpStream,
+        from: &mut R,
         limit: usize,
         idle: Duration,
         timeout: Duration,
@@ -172,7 +175,7 @@ impl ReadBuf {
             let room = limit - data.len();
             let wait = deadline.map_or(idle, |d| d.saturating_duration_since(Instant::now()));
             let started = deadline.is_some();
-            match self.fill(stream, room, wait).await {
+            match self.fill(from, room, wait).await {
                 Ok(0) if started => return Err(HeadError::Closed),
                 Ok(0) => return Err(HeadError::Silent),
                 Ok(_) => {
@@ -192,60 +195,15 @@ impl ReadBuf {
     }
 }
 
-/// One read from `stream` into `buf`, bounded by `timeout` (a `TimedOut` error).
-pub async fn read(stream: &TcpStream, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
-    let attempt = async {
-        loop {
-            stream.readable().await?;
-            match stream.try_read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return other,
-            }
-        }
-    };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
-}
-
-/// Writes all of `bytes`; `timeout` bounds each wait for the socket to take more.
-pub async fn write_all(stream: &TcpStream, mut bytes: &[u8], timeout: Duration) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let attempt = async {
-            loop {
-                stream.writable().await?;
-                match stream.try_write(bytes) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    other => return other,
-                }
-            }
-        };
-        let n = tokio::time::timeout(timeout, attempt)
-            .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        bytes = &bytes[n..];
-    }
-    Ok(())
-}
-
-/// Makes the coming close of `stream` a reset: its peer must not take a cut-off message, or
-/// a failed transfer, for a complete one.
-pub fn reset(stream: &TcpStream) {
-    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
-}
-
-/// A socket and the bytes read from it that nobody has consumed yet.
+/// A stream and the bytes read from it that nobody has consumed yet.
 #[derive(Debug)]
-pub struct Conn {
-    pub stream: TcpStream,
+pub struct Conn<S> {
+    pub stream: S,
     pub buf: ReadBuf,
 }
 
-impl Conn {
-    pub fn new(stream: TcpStream) -> Conn {
+impl<S: ReadSide> Conn<S> {
+    pub fn new(stream: S) -> Conn<S> {
         Conn {
             stream,
             buf: ReadBuf::default(),
@@ -259,7 +217,9 @@ impl Conn {
         idle: Duration,
         timeout: Duration,
     ) -> Result<usize, HeadError> {
-        self.buf.read_head(&self.stream, limit, idle, timeout).await
+        self.buf
+            .read_head(&mut self.stream, limit, idle, timeout)
+            .await
     }
 }
 
@@ -297,6 +257,7 @@ fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     #[test]
     fn consume_and_take_keep_the_unread_tail() {
@@ -328,19 +289,19 @@ mod tests {
     #[tokio::test]
     async fn storage_starts_small_and_grows_with_the_bytes() {
         use tokio::io::AsyncWriteExt;
-        let (server, mut client) = pair().await;
+        let (mut server, mut client) = pair().await;
         let mut buf = ReadBuf::default();
         let wait = Duration::from_secs(10);
         // Nothing has arrived: waiting for it takes no storage.
         let idle = buf
-            .fill(&server, 64 * 1024, Duration::from_millis(50))
+            .fill(&mut server, 64 * 1024, Duration::from_millis(50))
             .await;
         assert_eq!(idle.unwrap_err().kind(), io::ErrorKind::TimedOut);
         assert_eq!(buf.capacity(), 0);
         // A byte at a time (a slowloris) keeps the first, small storage.
         for _ in 0..10 {
             client.write_all(b"G").await.unwrap();
-            assert_eq!(buf.fill(&server, 64 * 1024, wait).await.unwrap(), 1);
+            assert_eq!(buf.fill(&mut server, 64 * 1024, wait).await.unwrap(), 1);
         }
         assert_eq!(buf.capacity(), FIRST_READ);
         // A stream of bytes grows it, up to one read's worth past what is held.
@@ -350,30 +311,30 @@ mod tests {
             client
         });
         while buf.len() < 10 + 256 * 1024 {
-            assert!(buf.fill(&server, usize::MAX, wait).await.unwrap() > 0);
+            assert!(buf.fill(&mut server, usize::MAX, wait).await.unwrap() > 0);
             assert!(buf.capacity() <= buf.len() + READ_CHUNK);
         }
         assert!(buf.capacity() > FIRST_READ);
         assert_eq!(&buf.data()[..10], b"GGGGGGGGGG");
         drop(writer.await.unwrap());
-        assert_eq!(buf.fill(&server, usize::MAX, wait).await.unwrap(), 0);
+        assert_eq!(buf.fill(&mut server, usize::MAX, wait).await.unwrap(), 0);
     }
 
     #[tokio::test]
     async fn a_head_timeout_too_long_to_represent_is_no_panic() {
         use tokio::io::AsyncWriteExt;
-        let (server, mut client) = pair().await;
+        let (mut server, mut client) = pair().await;
         let mut buf = ReadBuf::with_bytes(b"GET / HTTP/1.1\r\n".to_vec());
         client.write_all(b"\r\n").await.unwrap();
         let end = buf
-            .read_head(&server, 1024, Duration::MAX, Duration::MAX)
+            .read_head(&mut server, 1024, Duration::MAX, Duration::MAX)
             .await
             .unwrap();
         assert_eq!(end, 18);
         buf.consume(end);
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
         assert_eq!(
-            buf.read_head(&server, 1024, Duration::MAX, Duration::MAX)
+            buf.read_head(&mut server, 1024, Duration::MAX, Duration::MAX)
                 .await
                 .unwrap(),
             18

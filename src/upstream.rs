@@ -1,5 +1,13 @@
 //! Reaching an upstream: the one path that CONNECT tunnels and forwarded requests share, so
 //! the destination rules hold for both.
+//!
+//! The caller picks the [`Route`] ([`crate::route::pick`]); [`connect`] goes that way and
+//! hands back the connection with what the access log needs: the address reached, the route,
+//! and how long each step took. The destination rules that judge a name apply before any
+//! route; those that judge addresses apply, on the direct route, to every resolved address.
+//! A new route is one more arm in `reach`: a parent proxy's arm dials the parent's servers and
+//! returns the connection to the one that answered (for a CONNECT, with the tunnel already
+//! granted, and any bytes the parent sent after its answer kept for the client).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -7,10 +15,11 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::connection::ServerContext;
+use crate::context::ServerContext;
 use crate::dial::{DialOptions, dial};
 use crate::error::ProxyError;
-use crate::metrics::{self, ConnectFailure};
+use crate::metrics;
+use crate::route::Route;
 use crate::target::Target;
 
 /// How long reaching an upstream took, for the access log. A step that did not happen stays
@@ -27,30 +36,53 @@ pub struct Timings {
 #[derive(Debug)]
 pub struct Upstream {
     pub stream: TcpStream,
-    /// The address connected to.
+    /// The address connected to (`$upstream_addr`): the origin's on a direct route.
     pub addr: SocketAddr,
+    /// The way it was reached.
+    pub route: Route,
 }
 
-/// Checks `target` against the destination rules, resolves it (unless `address` overrides
-/// it, as `proxy_connect_address` does), drops every address the rules refuse, and connects to
-/// one of the rest. `timings` records how long resolving and connecting took, failed or not.
+/// Reaches `target` along `route`. `address` overrides resolving, as `proxy_connect_address`
+/// does; `timings` records how long resolving and connecting took, failed or not. A failure
+/// is counted in the metrics by its cause.
 pub async fn connect(
     ctx: &ServerContext,
+    route: &Route,
     target: &Target,
     address: Option<(IpAddr, Option<u16>)>,
     options: DialOptions,
     timings: &mut Timings,
 ) -> Result<Upstream, ProxyError> {
-    let result = reach(ctx, target, address, options, timings).await;
+    let result = reach(ctx, route, target, address, options, timings).await;
     if let Err(error) = &result
-        && let Some(cause) = ConnectFailure::of(error)
+        && let Some(cause) = error.class().connect_failure
     {
         metrics::get().connect_failed(cause);
     }
     result
 }
 
+/// The destination rules that judge a name apply whatever the route; then the route's way.
 async fn reach(
+    ctx: &ServerContext,
+    route: &Route,
+    target: &Target,
+    address: Option<(IpAddr, Option<u16>)>,
+    options: DialOptions,
+    timings: &mut Timings,
+) -> Result<Upstream, ProxyError> {
+    // A host rule settles some names before any DNS query is sent.
+    if let Some(Err(denied)) = ctx.config.access.destinations.check_name(&target.host) {
+        return Err(ProxyError::DestinationDenied(denied.to_string()));
+    }
+    match route {
+        Route::Direct => direct(ctx, target, address, options, timings).await,
+    }
+}
+
+/// The direct route: resolves `target` (unless `address` overrides it), drops every address
+/// the destination rules or the loop guard refuse, and connects to one of the rest.
+async fn direct(
     ctx: &ServerContext,
     target: &Target,
     address: Option<(IpAddr, Option<u16>)>,
@@ -58,10 +90,6 @@ async fn reach(
     timings: &mut Timings,
 ) -> Result<Upstream, ProxyError> {
     let rules = &ctx.config.access.destinations;
-    // A host rule settles some names before any DNS query is sent.
-    if let Some(Err(denied)) = rules.check_name(&target.host) {
-        return Err(ProxyError::DestinationDenied(denied.to_string()));
-    }
     let started = Instant::now();
     let addrs = match address {
         Some((ip, port)) => vec![SocketAddr::new(ip, port.unwrap_or(target.port))],
@@ -101,5 +129,9 @@ async fn reach(
     let dialled = dial(&allowed, &target.to_string(), options).await;
     timings.connect = Some(started.elapsed());
     let (stream, addr) = dialled?;
-    Ok(Upstream { stream, addr })
+    Ok(Upstream {
+        stream,
+        addr,
+        route: Route::Direct,
+    })
 }

@@ -111,6 +111,9 @@ pub struct Entry<'a> {
     /// The upstream connected to.
     pub upstream: Option<SocketAddr>,
     pub timings: Timings,
+    /// The location that served a forwarded request (its index in the server's `locations`):
+    /// its access log is the one written.
+    pub location: Option<usize>,
 }
 
 impl<'a> Entry<'a> {
@@ -129,7 +132,15 @@ impl<'a> Entry<'a> {
             connect: None,
             upstream: None,
             timings: Timings::default(),
+            location: None,
         }
+    }
+
+    /// Counts bytes written to the client: `head` bytes of response heads and `body` bytes of
+    /// body (all that a tunnel carried down counts as body).
+    pub fn sent(&mut self, head: u64, body: u64) {
+        self.bytes_sent += head + body;
+        self.body_bytes_sent += body;
     }
 
     /// The same entry owning what it borrowed, for a tunnel that outlives its connection's
@@ -151,6 +162,7 @@ impl<'a> Entry<'a> {
             connect: self.connect,
             upstream: self.upstream,
             timings: self.timings,
+            location: self.location,
         }
     }
 }

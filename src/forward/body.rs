@@ -1,17 +1,18 @@
-//! Streaming a body from one socket to another, re-framed on the way.
+//! Streaming a body from one stream to another, re-framed on the way.
 //!
 //! Memory is bounded by the read buffer: bytes are written out as they arrive, never
-//! collected. Chunked input is decoded and, where the receiver speaks HTTP/1.1, re-encoded
-//! with sluice's own framing; trailers are dropped.
+//! collected; reading and writing are the byte mover's ([`crate::relay`]). Chunked input is
+//! decoded and, where the receiver speaks HTTP/1.1, re-encoded with sluice's own framing;
+//! trailers are dropped.
 
 use std::io;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
-
 use super::chunked::{Chunk, ChunkError, ChunkedDecoder};
 use super::framing::Framing;
-use crate::stream::{ReadBuf, write_all};
+use crate::relay::write_all;
+use crate::stream::ReadBuf;
+use crate::transport::{ReadSide, WriteSide};
 
 /// How the body is written out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +36,11 @@ pub enum BodyError {
     Write,
 }
 
-/// The sockets a body moves between, and how long each may stall.
-pub struct Pipe<'a> {
-    pub from: &'a TcpStream,
+/// The streams a body moves between, and how long each may stall.
+pub struct Pipe<'a, R, W> {
+    pub from: &'a mut R,
     pub buf: &'a mut ReadBuf,
-    pub to: &'a TcpStream,
+    pub to: &'a mut W,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     /// A head to send before the body. It leaves with the body bytes already buffered, so a
@@ -52,7 +53,7 @@ pub struct Pipe<'a> {
     pub written: u64,
 }
 
-impl Pipe<'_> {
+impl<R: ReadSide, W: WriteSide> Pipe<'_, R, W> {
     /// Moves one body of `framing`, written out as `encoding`. Returns the body bytes moved.
     pub async fn copy(&mut self, framing: Framing, encoding: Encoding) -> Result<u64, BodyError> {
         let moved = match framing {
@@ -125,7 +126,7 @@ impl Pipe<'_> {
             self.write(&[]).await?;
         }
         let max = usize::try_from(max).unwrap_or(usize::MAX);
-        match self.buf.fill(self.from, max, self.read_timeout).await {
+        match self.buf.fill(&mut *self.from, max, self.read_timeout).await {
             Ok(n) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(BodyError::ReadTimeout),
             Err(_) => Err(BodyError::Truncated),
@@ -138,14 +139,15 @@ impl Pipe<'_> {
         let head = self.head.len() as u64;
         let (result, len) = match encoding {
             Encoding::Identity => (
-                write_parts(self.to, &mut self.head, &[data], self.write_timeout).await,
+                write_parts(&mut *self.to, &mut self.head, &[data], self.write_timeout).await,
                 n,
             ),
             Encoding::Chunked => {
                 let size = format!("{n:x}\r\n");
                 let parts = [size.as_bytes(), data, b"\r\n"];
                 let len = size.len() + n + 2;
-                let result = write_parts(self.to, &mut self.head, &parts, self.write_timeout).await;
+                let result =
+                    write_parts(&mut *self.to, &mut self.head, &parts, self.write_timeout).await;
                 (result, len)
             }
         };
@@ -159,7 +161,7 @@ impl Pipe<'_> {
     /// Writes the pending head, if any, and `parts`.
     async fn write(&mut self, parts: &[&[u8]]) -> Result<(), BodyError> {
         let head = self.head.len() as u64;
-        write_parts(self.to, &mut self.head, parts, self.write_timeout)
+        write_parts(&mut *self.to, &mut self.head, parts, self.write_timeout)
             .await
             .map_err(|_| BodyError::Write)?;
         self.head_written += head;
@@ -170,8 +172,8 @@ impl Pipe<'_> {
 
 /// Writes `head` (leaving it empty) and then `parts`, in one write unless there is only one
 /// piece: a socket write per piece would be a packet per piece.
-async fn write_parts(
-    to: &TcpStream,
+async fn write_parts<W: WriteSide>(
+    to: &mut W,
     head: &mut Vec<u8>,
     parts: &[&[u8]],
     timeout: Duration,

@@ -2,8 +2,9 @@
 //! name, as `proxy_pass http://$http_host$request_uri;` does in nginx, but with the URI — never
 //! a Host header — deciding where the request goes.
 //!
-//! One request at a time: check the target, the framing and the policy; take an idle upstream
-//! connection or open one (the same resolve and dial path as CONNECT); send sluice's own head;
+//! One request at a time: check the target, the framing and the policy; pick the route; take
+//! an idle upstream connection kept for that route and destination, or open one (the same
+//! [`upstream::connect`] as CONNECT); send sluice's own head;
 //! then stream the body up while relaying the response down, so `Expect: 100-continue` and
 //! early answers work; finally say whether the client connection may carry another request.
 
@@ -17,22 +18,26 @@ mod uri;
 
 pub use chunked::{Chunk, ChunkError, ChunkedDecoder};
 pub use framing::refuse_connect_body;
-pub use pool::Pool;
+pub use pool::{Pool, PoolKey};
 pub use uri::AbsoluteUri;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpStream;
 
 use self::body::{BodyError, Encoding, Pipe};
 use self::framing::Framing;
 use self::headers::{ClientFraming, RequestInfo, ResponseHead};
-use crate::connection::ServerContext;
+use crate::access_log::Entry;
+use crate::context::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
+use crate::relay::write_all;
 use crate::request::Head;
-use crate::stream::{Conn, HeadError, ReadBuf, reset, write_all};
+use crate::route::{self, Route};
+use crate::stream::{Conn, HeadError, ReadBuf};
+use crate::transport::{ClientStream, ReadSide, WriteSide, reset};
 use crate::upstream::{self, Timings, Upstream};
 use settings::Forwarding;
 
@@ -59,40 +64,28 @@ pub enum Next {
     },
 }
 
-/// What a forwarded request did, for the access log and the metrics.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// The index of the location that served it, in the server's `locations`.
-    pub location: Option<usize>,
-    /// The status of the response head sent to the client (the origin's).
-    pub status: Option<u16>,
-    /// Bytes of response heads (interim ones included) written to the client.
-    pub head_sent: u64,
-    /// Bytes of response body written to the client, as framed on the wire.
-    pub body_sent: u64,
-    /// The origin's address.
-    pub upstream: Option<SocketAddr>,
-    /// Set when a new connection was opened for this request.
-    pub timings: Timings,
-}
-
-/// Forwards one request. `Err` means nothing was sent to the client yet and it gets that
-/// error as its answer. `report` says what happened either way.
-pub async fn forward(
-    client: &mut Conn,
+/// Forwards one request, or refuses one this server does not forward. `Err` means nothing was
+/// sent to the client yet and it gets that error as its answer. Either way `entry` gets what
+/// happened for the access log: the location that served it, the status and bytes sent to the
+/// client, the upstream and how long reaching it took.
+pub async fn forward<S: ClientStream>(
+    client: &mut Conn<S>,
     head: &Head,
     peer: SocketAddr,
     ctx: &ServerContext,
-    report: &mut Report,
+    entry: &mut Entry<'_>,
 ) -> Result<Next, ProxyError> {
     let config = &ctx.config;
+    if !ctx.forwards() {
+        return Err(not_forwarded(head));
+    }
     let uri = AbsoluteUri::parse(&head.target)?;
     let path = uri.path_and_query.split('?').next().unwrap_or("/");
     let location = config
         .location_for(path)
         .filter(|l| l.proxy_pass)
-        .ok_or(ProxyError::MethodNotAllowed("CONNECT"))?;
-    report.location = config
+        .ok_or_else(|| not_forwarded(head))?;
+    entry.location = config
         .locations
         .iter()
         .position(|l| std::ptr::eq(l, location));
@@ -104,6 +97,7 @@ pub async fn forward(
     if !config.http_ports.allows(uri.target.port) {
         return Err(ProxyError::ForwardPortNotAllowed(uri.target.port));
     }
+    let route = route::pick(ctx, &uri.target);
     let upgrade = headers::upgrade_protocol(head);
     let forwarding = &location.forwarding;
     let info = RequestInfo {
@@ -118,44 +112,57 @@ pub async fn forward(
         framing,
         upgrade: upgrade.as_deref(),
         request: headers::request_head(&info, framing, upgrade.as_deref(), forwarding),
+        route,
         destination: uri.target.to_string(),
         peer,
-        tally: Tally::default(),
     };
     // The origin may close a pooled connection just as it is taken, or after reading the
     // request. Only an idempotent request without body bytes may be sent again (RFC 9110
     // §9.2.2): the origin may have acted on it already, and a body read from the client is gone.
     let replayable = is_idempotent(&head.method) && no_body_bytes(framing);
+    let pool_key = exchange.pool_key();
     for _ in 0..POOLED_ATTEMPTS {
-        let Some(upstream) = ctx.pool.take(&exchange.destination) else {
+        let Some(upstream) = ctx.pool.take(&pool_key) else {
             break;
         };
-        report.upstream = Some(upstream.addr);
-        match exchange.run(client, upstream).await {
+        entry.upstream = Some(upstream.addr);
+        match exchange.run(client, upstream, entry).await {
             Err(Attempt::Stale) if replayable => continue,
-            result => return exchange.settle(result, report),
+            result => return exchange.settle(result),
         }
     }
     let options = DialOptions {
         timeout: forwarding.connect_timeout,
         bind: config.connect.bind,
     };
-    report.timings = Timings::default();
-    let connected = upstream::connect(ctx, &uri.target, None, options, &mut report.timings).await;
+    entry.timings = Timings::default();
+    let connected = upstream::connect(
+        ctx,
+        &exchange.route,
+        &uri.target,
+        None,
+        options,
+        &mut entry.timings,
+    )
+    .await;
     let upstream = connected?;
-    report.upstream = Some(upstream.addr);
-    let result = exchange.run(client, upstream).await;
-    exchange.settle(result, report)
+    entry.upstream = Some(upstream.addr);
+    let result = exchange.run(client, upstream, entry).await;
+    exchange.settle(result)
 }
 
-/// What one exchange wrote to the client, kept in atomics because the request body and the
-/// response are moved by two futures at once.
-#[derive(Default)]
-struct Tally {
-    /// 0 until a final (or 101) response head is chosen.
-    status: AtomicU16,
-    head_sent: AtomicU64,
-    body_sent: AtomicU64,
+/// The one answer to a request this server does not forward: `405`, as CONNECT is what it
+/// serves; on a server that forwards nothing, an origin-form request (a client that took the
+/// proxy for a web server) gets a `400` that says what this server is.
+fn not_forwarded(head: &Head) -> ProxyError {
+    if head.target.starts_with('/') || head.target == "*" {
+        ProxyError::BadRequest(
+            "this is a forward proxy: it serves only CONNECT requests (use it as an HTTPS proxy)"
+                .into(),
+        )
+    } else {
+        ProxyError::MethodNotAllowed("CONNECT")
+    }
 }
 
 /// How one attempt on one upstream connection failed.
@@ -182,22 +189,24 @@ struct Exchange<'a> {
     upgrade: Option<&'a str>,
     /// The head sent to the origin.
     request: Vec<u8>,
-    /// `host:port`, the key of the upstream pool.
+    /// The way to the origin, picked once for the request.
+    route: Route,
+    /// `host:port`, as the request named it.
     destination: String,
     peer: SocketAddr,
-    tally: Tally,
 }
 
 impl Exchange<'_> {
-    fn settle(
-        &self,
-        result: Result<Next, Attempt>,
-        report: &mut Report,
-    ) -> Result<Next, ProxyError> {
-        let status = self.tally.status.load(Ordering::Relaxed);
-        report.status = (status != 0).then_some(status);
-        report.head_sent = self.tally.head_sent.load(Ordering::Relaxed);
-        report.body_sent = self.tally.body_sent.load(Ordering::Relaxed);
+    /// Where idle connections that can carry this request are kept.
+    fn pool_key(&self) -> PoolKey {
+        PoolKey {
+            route: self.route.clone(),
+            destination: self.destination.clone(),
+        }
+    }
+
+    /// The client's answer when the last attempt failed.
+    fn settle(&self, result: Result<Next, Attempt>) -> Result<Next, ProxyError> {
         result.map_err(|attempt| match attempt {
             Attempt::Stale => ProxyError::BadGateway(format!(
                 "{} closed the connection without answering",
@@ -207,12 +216,22 @@ impl Exchange<'_> {
         })
     }
 
-    /// Sends the request on `upstream` and relays the answer.
-    async fn run(&self, client: &mut Conn, upstream: Upstream) -> Result<Next, Attempt> {
-        let addr = upstream.addr;
-        let mut upstream = Conn::new(upstream.stream);
+    /// Sends the request on `upstream` and relays the answer, counting what the client was
+    /// sent in `entry`.
+    async fn run<S: ClientStream>(
+        &self,
+        client: &mut Conn<S>,
+        upstream: Upstream,
+        entry: &mut Entry<'_>,
+    ) -> Result<Next, Attempt> {
+        let Upstream {
+            stream,
+            addr,
+            route,
+        } = upstream;
+        let mut upstream = Conn::new(stream);
         if write_all(
-            &upstream.stream,
+            &mut upstream.stream,
             &self.request,
             self.forwarding.send_timeout,
         )
@@ -227,6 +246,8 @@ impl Exchange<'_> {
         let body_done = AtomicBool::new(no_body_bytes(self.framing));
         let answered = AtomicBool::new(false);
         let relayed = {
+            // Each future reads one stream and writes the other: the body goes up from the
+            // client's read side while the answer comes down into its write side.
             let Conn {
                 stream: client_stream,
                 buf: client_buf,
@@ -235,11 +256,13 @@ impl Exchange<'_> {
                 stream: up_stream,
                 buf: up_buf,
             } = &mut upstream;
+            let (mut client_in, mut client_out) = client_stream.split();
+            let (mut up_in, mut up_out) = up_stream.split();
             let send = async {
                 let mut pipe = Pipe {
-                    from: client_stream,
+                    from: &mut client_in,
                     buf: client_buf,
-                    to: up_stream,
+                    to: &mut up_out,
                     read_timeout: self.ctx.config.client.body_timeout,
                     write_timeout: self.forwarding.send_timeout,
                     head: Vec::new(),
@@ -256,7 +279,14 @@ impl Exchange<'_> {
                 }
                 sent
             };
-            let relay = self.relay(up_stream, up_buf, client_stream, &body_done, &answered);
+            let relay = self.relay(
+                &mut up_in,
+                up_buf,
+                &mut client_out,
+                &body_done,
+                &answered,
+                entry,
+            );
             tokio::pin!(send, relay);
             let mut sending = true;
             loop {
@@ -298,8 +328,9 @@ impl Exchange<'_> {
                     let idle = Upstream {
                         stream: upstream.stream,
                         addr,
+                        route,
                     };
-                    self.ctx.pool.put(&self.destination, idle);
+                    self.ctx.pool.put(&self.pool_key(), idle);
                 }
                 Ok(if close_client || !body_finished {
                     Next::Close
@@ -311,11 +342,14 @@ impl Exchange<'_> {
     }
 
     /// Writes a response head to the client, counting it.
-    async fn send_head(&self, client: &TcpStream, head: &[u8]) -> std::io::Result<()> {
+    async fn send_head<W: WriteSide>(
+        &self,
+        client: &mut W,
+        head: &[u8],
+        entry: &mut Entry<'_>,
+    ) -> std::io::Result<()> {
         write_all(client, head, self.ctx.config.client.send_timeout).await?;
-        self.tally
-            .head_sent
-            .fetch_add(head.len() as u64, Ordering::Relaxed);
+        entry.sent(head.len() as u64, 0);
         Ok(())
     }
 
@@ -338,13 +372,14 @@ impl Exchange<'_> {
 
     /// Reads the origin's answer and relays it: interim `1xx` heads, then the final head and
     /// its body, re-framed for the client.
-    async fn relay(
+    async fn relay<R: ReadSide, W: WriteSide>(
         &self,
-        upstream: &TcpStream,
+        upstream: &mut R,
         up_buf: &mut ReadBuf,
-        client: &TcpStream,
+        client: &mut W,
         body_done: &AtomicBool,
         answered: &AtomicBool,
+        entry: &mut Entry<'_>,
     ) -> Result<Relayed, Attempt> {
         let read_timeout = self.forwarding.read_timeout;
         let send_timeout = self.ctx.config.client.send_timeout;
@@ -403,8 +438,8 @@ impl Exchange<'_> {
                         self.forwarding.via,
                     );
                     answered.store(true, Ordering::Relaxed);
-                    self.tally.status.store(101, Ordering::Relaxed);
-                    return Ok(match self.send_head(client, &head).await {
+                    entry.status = 101;
+                    return Ok(match self.send_head(&mut *client, &head, entry).await {
                         Ok(()) => Relayed::Upgraded,
                         Err(_) => Relayed::Aborted,
                     });
@@ -420,7 +455,7 @@ impl Exchange<'_> {
                             self.forwarding.via,
                         );
                         answered.store(true, Ordering::Relaxed);
-                        if self.send_head(client, &head).await.is_err() {
+                        if self.send_head(&mut *client, &head, entry).await.is_err() {
                             return Ok(Relayed::Aborted);
                         }
                     }
@@ -459,7 +494,7 @@ impl Exchange<'_> {
             self.forwarding.via,
         );
         answered.store(true, Ordering::Relaxed);
-        self.tally.status.store(response.status, Ordering::Relaxed);
+        entry.status = response.status;
         let mut pipe = Pipe {
             from: upstream,
             buf: up_buf,
@@ -471,12 +506,7 @@ impl Exchange<'_> {
             written: 0,
         };
         let moved = pipe.copy(framing, encoding).await;
-        self.tally
-            .head_sent
-            .fetch_add(pipe.head_written, Ordering::Relaxed);
-        self.tally
-            .body_sent
-            .fetch_add(pipe.written, Ordering::Relaxed);
+        entry.sent(pipe.head_written, pipe.written);
         log::debug!(
             "{} \"{} {}\" {}: {}",
             self.peer,

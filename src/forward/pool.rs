@@ -1,7 +1,10 @@
 //! Idle upstream connections kept for reuse, so repeated requests to one origin do not pay a
 //! new TCP handshake each.
 //!
-//! Bounded three ways: per destination, in total, and in idle time. A connection is checked
+//! Connections are kept per [`PoolKey`]: the route and the destination, so a connection
+//! opened one way is never handed to a request that must go another (a direct connection to
+//! an origin is not one through a parent proxy, nor one parent's connection another's).
+//! Bounded three ways: per key, in total, and in idle time. A connection is checked
 //! for a close or stray bytes from the origin before it is handed out again, and a sweeper
 //! task, running while the pool is not empty, closes expired connections and those the origin
 //! closed, so they do not hold descriptors until the next request to their destination.
@@ -14,10 +17,12 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::upstream::Upstream;
 use tokio::time::Instant;
 
-/// Idle connections kept per destination.
+use crate::route::Route;
+use crate::upstream::Upstream;
+
+/// Idle connections kept per destination (on one route).
 const PER_DESTINATION: usize = 16;
 /// Idle connections kept in all.
 const TOTAL: usize = 256;
@@ -26,7 +31,16 @@ const IDLE_TIME: Duration = Duration::from_secs(30);
 /// How often the sweeper looks for connections to close.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// The idle connections of one `server` block, keyed by destination (`host:port`).
+/// What an idle connection is kept under: a request takes only connections that went its way
+/// to its destination.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub route: Route,
+    /// `host:port` as the request named it.
+    pub destination: String,
+}
+
+/// The idle connections of one `server` block, by [`PoolKey`].
 #[derive(Default)]
 pub struct Pool {
     idle: Arc<Mutex<Idle>>,
@@ -34,22 +48,18 @@ pub struct Pool {
 
 #[derive(Default)]
 struct Idle {
-    by_destination: HashMap<String, Vec<(Upstream, Instant)>>,
+    by_key: HashMap<PoolKey, Vec<(Upstream, Instant)>>,
     total: usize,
     /// A sweeper task is running.
     sweeping: bool,
 }
 
 impl Pool {
-    /// A live idle connection to `destination`, most recently used first.
-    pub fn take(&self, destination: &str) -> Option<Upstream> {
+    /// A live idle connection kept under `key`, most recently used first.
+    pub fn take(&self, key: &PoolKey) -> Option<Upstream> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let Idle {
-            by_destination,
-            total,
-            ..
-        } = &mut *idle;
-        let list = by_destination.get_mut(destination)?;
+        let Idle { by_key, total, .. } = &mut *idle;
+        let list = by_key.get_mut(key)?;
         let mut found = None;
         while let Some((upstream, since)) = list.pop() {
             *total -= 1;
@@ -59,13 +69,13 @@ impl Pool {
             }
         }
         if list.is_empty() {
-            by_destination.remove(destination);
+            by_key.remove(key);
         }
         found
     }
 
-    /// Keeps `upstream` for the next request to `destination`, if there is room.
-    pub fn put(&self, destination: &str, upstream: Upstream) {
+    /// Keeps `upstream` for the next request under `key`, if there is room.
+    pub fn put(&self, key: &PoolKey, upstream: Upstream) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.total >= TOTAL {
             idle.drop_expired();
@@ -73,12 +83,8 @@ impl Pool {
                 return;
             }
         }
-        let Idle {
-            by_destination,
-            total,
-            ..
-        } = &mut *idle;
-        let list = by_destination.entry(destination.to_string()).or_default();
+        let Idle { by_key, total, .. } = &mut *idle;
+        let list = by_key.entry(key.clone()).or_default();
         if list.len() >= PER_DESTINATION {
             list.remove(0);
             *total -= 1;
@@ -122,7 +128,7 @@ impl Idle {
 
     fn retain(&mut self, mut keep: impl FnMut(&TcpStream, Instant) -> bool) {
         let mut total = 0;
-        self.by_destination.retain(|_, list| {
+        self.by_key.retain(|_, list| {
             list.retain(|(upstream, since)| keep(&upstream.stream, *since));
             total += list.len();
             !list.is_empty()
@@ -145,13 +151,28 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
+    /// The key of direct connections to `destination`.
+    fn direct(destination: &str) -> PoolKey {
+        PoolKey {
+            route: Route::Direct,
+            destination: destination.to_string(),
+        }
+    }
+
     /// A pooled-to-be upstream connection and its origin's end.
     async fn pair() -> (Upstream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stream = TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (Upstream { stream, addr }, server)
+        (
+            Upstream {
+                stream,
+                addr,
+                route: Route::Direct,
+            },
+            server,
+        )
     }
 
     #[tokio::test]
@@ -160,18 +181,18 @@ mod tests {
         let (live, _live_peer) = pair().await;
         let (closed, closed_peer) = pair().await;
         let (chatty, mut chatty_peer) = pair().await;
-        pool.put("a:80", live);
-        pool.put("a:80", closed);
-        pool.put("a:80", chatty);
+        pool.put(&direct("a:80"), live);
+        pool.put(&direct("a:80"), closed);
+        pool.put(&direct("a:80"), chatty);
         drop(closed_peer);
         chatty_peer.write_all(b"unexpected").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
-            pool.take("a:80").is_some(),
+            pool.take(&direct("a:80")).is_some(),
             "the live connection is found under the dead ones"
         );
-        assert!(pool.take("a:80").is_none());
-        assert!(pool.take("b:80").is_none());
+        assert!(pool.take(&direct("a:80")).is_none());
+        assert!(pool.take(&direct("b:80")).is_none());
     }
 
     #[tokio::test]
@@ -179,13 +200,13 @@ mod tests {
         let pool = Pool::default();
         let (live, _live_peer) = pair().await;
         let (closed, closed_peer) = pair().await;
-        pool.put("a:80", live);
-        pool.put("b:80", closed);
+        pool.put(&direct("a:80"), live);
+        pool.put(&direct("b:80"), closed);
         drop(closed_peer);
         tokio::time::sleep(SWEEP_EVERY * 2).await;
         let idle = pool.idle.lock().unwrap();
         assert_eq!(idle.total, 1, "the closed connection is still held");
-        assert!(idle.by_destination.contains_key("a:80"));
+        assert!(idle.by_key.contains_key(&direct("a:80")));
     }
 
     #[tokio::test]
@@ -195,10 +216,10 @@ mod tests {
         for _ in 0..PER_DESTINATION + 3 {
             let (stream, peer) = pair().await;
             peers.push(peer);
-            pool.put("a:80", stream);
+            pool.put(&direct("a:80"), stream);
         }
         let mut taken = 0;
-        while pool.take("a:80").is_some() {
+        while pool.take(&direct("a:80")).is_some() {
             taken += 1;
         }
         assert_eq!(taken, PER_DESTINATION);

@@ -12,6 +12,7 @@ pub mod settings;
 
 use crate::error::ProxyError;
 use crate::stream::{Conn, HeadError};
+use crate::transport::ReadSide;
 
 /// Size limits on a request head.
 #[derive(Debug, Clone, Copy)]
@@ -99,8 +100,8 @@ impl From<ProxyError> for ReadError {
 /// allows `timeout` for the whole head. A client that sends nothing is closed silently; one
 /// that starts a head and stalls gets a 408; one whose first bytes cannot start a request
 /// (a TLS ClientHello on the plain port, binary noise) gets a 400 at once.
-pub async fn read_head(
-    conn: &mut Conn,
+pub async fn read_head<S: ReadSide>(
+    conn: &mut Conn<S>,
     limits: Limits,
     idle: Duration,
     timeout: Duration,
@@ -122,8 +123,8 @@ pub async fn read_head(
 /// Reads until the buffer holds the first byte of a request line, skipping the empty lines
 /// RFC 9112 §2.2 lets a client send before it, and checks that the bytes so far can begin a
 /// method. Returns what is left of `timeout` for the rest of the head.
-async fn read_request_start(
-    conn: &mut Conn,
+async fn read_request_start<S: ReadSide>(
+    conn: &mut Conn<S>,
     limits: Limits,
     idle: Duration,
     timeout: Duration,
@@ -156,7 +157,7 @@ async fn read_request_start(
             None => {}
         }
         let wait = left(started).unwrap_or(idle);
-        match conn.buf.fill(&conn.stream, limits.head, wait).await {
+        match conn.buf.fill(&mut conn.stream, limits.head, wait).await {
             Ok(0) => return Err(ReadError::Closed),
             Ok(_) => {
                 started.get_or_insert_with(Instant::now);

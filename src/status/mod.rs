@@ -13,8 +13,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::AbortHandle;
 
 use crate::metrics;
+use crate::relay::write_all;
 use crate::request::{Head, Limits, ReadError, read_head};
-use crate::stream::{Conn, write_all};
+use crate::stream::Conn;
 use settings::StatusListen;
 
 /// Status connections served at once. A scraper or a health check needs one, for a moment.
@@ -71,7 +72,10 @@ async fn answer(stream: TcpStream) {
         Err(ReadError::Refused(error)) => error.response(),
         Err(ReadError::Closed) => return,
     };
-    if write_all(&conn.stream, &response, TIMEOUT).await.is_ok() {
+    if write_all(&mut conn.stream, &response, TIMEOUT)
+        .await
+        .is_ok()
+    {
         let _ = conn.stream.shutdown().await;
     }
 }
