@@ -39,11 +39,15 @@ pub const HELP: &[Help] = &[
     help("http", "{ ... }", "-", "optional wrapper; its settings are the defaults of the servers inside"),
     help("server", "{ ... }", "-", "one proxy: its listeners and its policy; at least one is required"),
     help("location", "PREFIX | = PATH | ^~ PREFIX { ... }", "-", "which forwarded requests a proxy_pass covers (exact match, then longest prefix)"),
-    help("listen", "ADDR:PORT | PORT | [V6]:PORT [default_server] [reuseport] [backlog=N]", "required", "where to accept clients; PORT alone is every IPv4 address; port 0 takes a free port"),
+    help("listen", "ADDR:PORT | PORT | [V6]:PORT [default_server] [reuseport] [backlog=N] [proxy_protocol]", "required", "where to accept clients; PORT alone is every IPv4 address; port 0 takes a free port; proxy_protocol: each connection starts with a PROXY header (v1 or v2)"),
     help("max_connections", "N", "none", "client connections open at once in the whole process; past it new clients wait in the listen backlog"),
     help("max_connections_per_client", "N", "none", "client connections open at once from one address (then 503)"),
     help("shutdown_timeout", "TIME", "30s", "after SIGQUIT, how long open tunnels and requests may finish"),
     help("status_listen", "ADDR:PORT", "off", "serve /metrics (Prometheus) and /healthz there, over plain HTTP"),
+    // Behind a load balancer (listen ... proxy_protocol).
+    help("set_real_ip_from", "ADDR | CIDR", "none", "the balancers trusted to send PROXY headers; required with proxy_protocol; others are closed without an answer"),
+    help("real_ip_header", "proxy_protocol", "proxy_protocol", "accepted for pasted nginx blocks; the PROXY header is the only source of the client address"),
+    help("proxy_protocol_timeout", "TIME", "5s", "time for the whole PROXY header to arrive (then closed without an answer)"),
     // CONNECT tunnels.
     help("proxy_connect", "", "off", "serve CONNECT in this server"),
     help("proxy_connect_allow", "all | PORT | LO-HI ...", "443 563", "ports a CONNECT may reach"),
