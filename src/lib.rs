@@ -57,6 +57,7 @@ pub mod error;
 pub mod forward;
 pub mod limits;
 pub mod metrics;
+pub mod parent;
 pub mod relay;
 pub mod request;
 pub mod resolve;

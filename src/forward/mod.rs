@@ -38,7 +38,7 @@ use crate::request::Head;
 use crate::route::{self, Route};
 use crate::stream::{Conn, HeadError, ReadBuf};
 use crate::transport::{ClientStream, ReadSide, WriteSide, reset};
-use crate::upstream::{self, Timings, Upstream};
+use crate::upstream::{self, Purpose, Timings, Upstream};
 use settings::Forwarding;
 
 /// The largest response head accepted from an origin.
@@ -98,6 +98,11 @@ pub async fn forward<S: ClientStream>(
         return Err(ProxyError::ForwardPortNotAllowed(uri.target.port));
     }
     let route = route::pick(ctx, &uri.target);
+    entry.route = Some(route.clone());
+    let parent = match &route {
+        Route::Parent(parent) => Some(&**parent),
+        Route::Direct => None,
+    };
     let upgrade = headers::upgrade_protocol(head);
     let forwarding = &location.forwarding;
     let info = RequestInfo {
@@ -111,7 +116,7 @@ pub async fn forward<S: ClientStream>(
         forwarding,
         framing,
         upgrade: upgrade.as_deref(),
-        request: headers::request_head(&info, framing, upgrade.as_deref(), forwarding),
+        request: headers::request_head(&info, framing, upgrade.as_deref(), forwarding, parent),
         route,
         destination: uri.target.to_string(),
         peer,
@@ -139,6 +144,7 @@ pub async fn forward<S: ClientStream>(
     let connected = upstream::connect(
         ctx,
         &exchange.route,
+        Purpose::Forward,
         &uri.target,
         None,
         options,
@@ -228,6 +234,8 @@ impl Exchange<'_> {
             stream,
             addr,
             route,
+            // Only a tunnel's parent sends bytes ahead of use.
+            early: _,
         } = upstream;
         let mut upstream = Conn::new(stream);
         if write_all(
@@ -329,6 +337,7 @@ impl Exchange<'_> {
                         stream: upstream.stream,
                         addr,
                         route,
+                        early: Vec::new(),
                     };
                     self.ctx.pool.put(&self.pool_key(), idle);
                 }

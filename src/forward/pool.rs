@@ -170,6 +170,7 @@ mod tests {
                 stream,
                 addr,
                 route: Route::Direct,
+                early: Vec::new(),
             },
             server,
         )

@@ -22,6 +22,7 @@ use crate::connect::ConnectSettings;
 use crate::forward::settings::Forwarding;
 use crate::request::settings::ClientSettings;
 use crate::resolve::settings::DnsSettings;
+use crate::route::Routes;
 use crate::status::settings::StatusListen;
 
 /// The configuration sluice runs with when no `-c FILE` is given: a loopback listener for HTTPS
@@ -106,6 +107,8 @@ pub struct Server {
     pub max_connections_per_client: Option<usize>,
     /// `access_log`: for CONNECT, refusals, and locations without their own.
     pub access_log: AccessLog,
+    /// `route`: which destinations go through a parent proxy.
+    pub routes: Routes,
     pub locations: Vec<Location>,
 }
 
@@ -123,6 +126,7 @@ impl Server {
             access: AccessSettings::default(),
             max_connections_per_client: None,
             access_log: AccessLog::default(),
+            routes: Routes::default(),
             locations: Vec::new(),
         }
     }
