@@ -657,3 +657,52 @@ async fn squid_as_parent() {
         "{lines:?}"
     );
 }
+
+/// The status listener's address, from the startup log.
+fn status_addr(proxy: &Proxy) -> SocketAddr {
+    let log = proxy.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("(status_listen in "))
+        .unwrap_or_else(|| panic!("no status listener in:\n{log}"));
+    let after = line.split(" on ").nth(1).unwrap();
+    after.split_once(' ').unwrap().0.parse().unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_requests_failures_and_servers_up_per_parent() {
+    let dir = TempDir::new();
+    let parent = parent_sluice(&dir.0);
+    let cred = credentials(&dir.0, USER, PASSWORD);
+    let child = child_sluice(
+        &dir.0,
+        &format!(
+            "status_listen 127.0.0.1:0;\nparent corp {{\n    server {} fail_timeout=60s;\n    \
+             server {};\n    credentials_file {};\n}}",
+            closed_port(),
+            parent.addr(),
+            cred.display()
+        ),
+        "    route default corp;",
+    );
+    assert_tunnel_exact(child.addr()).await;
+    let status = status_addr(&child);
+    let scrape = exchange(
+        status,
+        format!("GET /metrics HTTP/1.1\r\nHost: {status}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(scrape.status, 200, "{}", scrape.head);
+    for line in [
+        "sluice_parent_requests_total{parent=\"corp\"} 1",
+        "sluice_parent_failures_total{parent=\"corp\",cause=\"refused\"} 1",
+        "sluice_parent_failures_total{parent=\"corp\",cause=\"rejected\"} 0",
+        "sluice_parent_servers_up{parent=\"corp\"} 1",
+    ] {
+        assert!(
+            scrape.body.lines().any(|l| l == line),
+            "{line} not in:\n{}",
+            scrape.body
+        );
+    }
+}

@@ -14,7 +14,7 @@ pub mod settings;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use crate::context::ServerContext;
 use crate::dial::{DialOptions, dial};
 use crate::error::ProxyError;
+use crate::metrics::{self, ParentFailure, Peers};
 use crate::relay::write_all;
 use crate::stream::{HeadError, ReadBuf};
 use crate::target::Target;
@@ -140,7 +141,14 @@ pub struct Reached {
 /// Why one server could not be used.
 struct Failure {
     reason: String,
-    timed_out: bool,
+    cause: ParentFailure,
+}
+
+impl Peers for Parent {
+    fn servers_up(&self) -> usize {
+        let now = Instant::now();
+        self.servers.iter().filter(|s| !s.is_down(now)).count()
+    }
 }
 
 impl Parent {
@@ -158,12 +166,15 @@ impl Parent {
     /// for the tunnel. Every server failing → 502 naming the parent and each server's reason
     /// (504 if one timed out); the parent refusing the tunnel → 502 with its status.
     pub async fn reach(
-        &self,
+        self: &Arc<Self>,
         ctx: &ServerContext,
         target: &Target,
         tunnel: bool,
         options: DialOptions,
     ) -> Result<Reached, ProxyError> {
+        let counters = metrics::get();
+        let peers: Weak<dyn Peers> = Arc::downgrade(self) as Weak<Parent>;
+        counters.parent_request(&self.name, peers);
         let candidates = self.candidates(Instant::now());
         let mut failures = Vec::new();
         if candidates.is_empty() {
@@ -183,6 +194,7 @@ impl Parent {
                 Err(Ok(refused)) => {
                     // The server works; its answer is the parent's.
                     server.succeeded();
+                    counters.parent_failed(&self.name, ParentFailure::Rejected);
                     return Err(refused);
                 }
                 Err(Err(failure)) => {
@@ -193,7 +205,8 @@ impl Parent {
                         failure.reason
                     );
                     server.failed(Instant::now());
-                    timed_out |= failure.timed_out;
+                    counters.parent_failed(&self.name, failure.cause);
+                    timed_out |= failure.cause == ParentFailure::Timeout;
                     failures.push(format!("{}: {}", server.target, failure.reason));
                 }
             }
@@ -215,13 +228,21 @@ impl Parent {
         options: DialOptions,
     ) -> Result<Reached, Result<ProxyError, Failure>> {
         let fail = |error: ProxyError| {
-            let timed_out = error.class().status == 504;
+            let cause = match &error {
+                ProxyError::ConnectFailed { error, .. }
+                    if error.kind() == std::io::ErrorKind::ConnectionRefused =>
+                {
+                    ParentFailure::Refused
+                }
+                _ if error.class().status == 504 => ParentFailure::Timeout,
+                _ => ParentFailure::Error,
+            };
             let reason = match &error {
                 ProxyError::ConnectFailed { error, .. } => crate::error::describe(error),
                 ProxyError::ConnectTimeout { .. } => "connect timed out".to_string(),
                 other => other.to_string(),
             };
-            Err(Err(Failure { reason, timed_out }))
+            Err(Err(Failure { reason, cause }))
         };
         let addrs = match ctx.resolver.resolve(&server.target).await {
             Ok(addrs) => addrs,
@@ -234,7 +255,7 @@ impl Parent {
         if addrs.is_empty() {
             return Err(Err(Failure {
                 reason: "is this proxy's own listener".into(),
-                timed_out: false,
+                cause: ParentFailure::Error,
             }));
         }
         let (mut stream, addr) = match dial(&addrs, &server.target.to_string(), options).await {
@@ -267,7 +288,14 @@ impl Parent {
             head.push_str(&format!("Proxy-Authorization: {credentials}\r\n"));
         }
         head.push_str("\r\n");
-        let broken = |reason: String, timed_out: bool| Err(Failure { reason, timed_out });
+        let broken = |reason: String, timed_out: bool| {
+            let cause = if timed_out {
+                ParentFailure::Timeout
+            } else {
+                ParentFailure::Error
+            };
+            Err(Failure { reason, cause })
+        };
         if write_all(stream, head.as_bytes(), timeout).await.is_err() {
             return Err(broken("closed before the CONNECT was sent".into(), false));
         }
