@@ -93,11 +93,17 @@ async fn reach(
     match route {
         Route::Direct => direct(ctx, target, address, options, timings).await,
         Route::Parent(parent) => {
-            // The parent resolves names; an address literal is judged here.
-            if let Host::Ip(ip) = target.host
-                && let Err(denied) = ctx.config.access.destinations.check_addr(&target.host, ip)
-            {
-                return Err(ProxyError::DestinationDenied(denied.to_string()));
+            // The parent resolves names; an address literal is judged here, loop guard included.
+            if let Host::Ip(ip) = target.host {
+                let addr = SocketAddr::new(ip, target.port);
+                if ctx.own_listeners.contains(addr) {
+                    return Err(ProxyError::DestinationDenied(format!(
+                        "{addr} is this proxy's own listener"
+                    )));
+                }
+                if let Err(denied) = ctx.config.access.destinations.check_addr(&target.host, ip) {
+                    return Err(ProxyError::DestinationDenied(denied.to_string()));
+                }
             }
             let started = Instant::now();
             let reached = parent

@@ -328,3 +328,51 @@ impl Parent {
         Ok(buf.take())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(max_fails: u32) -> ParentServer {
+        let target = Target::parse_host_port("127.0.0.1:3128", None).unwrap();
+        ParentServer::new(target, max_fails, Duration::from_secs(10), false)
+    }
+
+    #[test]
+    fn down_after_max_fails_within_fail_timeout_then_back() {
+        let start = Instant::now();
+        let two = server(2);
+        two.failed(start);
+        assert!(!two.is_down(start), "one failure of two allowed");
+        two.failed(start + Duration::from_secs(1));
+        assert!(two.is_down(start + Duration::from_secs(2)));
+        assert!(
+            !two.is_down(start + Duration::from_secs(12)),
+            "back after fail_timeout"
+        );
+    }
+
+    #[test]
+    fn failures_further_apart_than_fail_timeout_do_not_add_up() {
+        let start = Instant::now();
+        let two = server(2);
+        two.failed(start);
+        two.failed(start + Duration::from_secs(11));
+        assert!(!two.is_down(start + Duration::from_secs(11)));
+    }
+
+    #[test]
+    fn a_success_clears_the_count_and_max_fails_0_never_takes_a_server_out() {
+        let start = Instant::now();
+        let two = server(2);
+        two.failed(start);
+        two.succeeded();
+        two.failed(start);
+        assert!(!two.is_down(start));
+        let never = server(0);
+        for _ in 0..5 {
+            never.failed(start);
+        }
+        assert!(!never.is_down(start));
+    }
+}
