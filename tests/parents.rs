@@ -224,6 +224,39 @@ async fn the_parent_gets_its_own_credentials_and_never_the_clients() {
 }
 
 #[tokio::test]
+async fn one_kept_alive_parent_connection_carries_requests_for_any_destination() {
+    let dir = TempDir::new();
+    let parent = Origin::start(|_| ok(b"from parent")).await;
+    let child = child_sluice(
+        &dir.0,
+        &format!("parent corp {{ server {}; }}", parent.addr),
+        "    route default corp;",
+    );
+    let mut stream = TcpStream::connect(child.addr()).await.unwrap();
+    let mut buf = Vec::new();
+    for host in ["a.example.test", "b.example.test", "a.example.test"] {
+        let request = format!("GET http://{host}/ HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let (status, head, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            read_response(&mut stream, &mut buf, false),
+        )
+        .await
+        .expect("an answer in time")
+        .expect("a response");
+        assert_eq!(status, 200, "{head}");
+    }
+    let recorded = parent.recorded();
+    assert_eq!(recorded.len(), 3);
+    assert!(
+        recorded[1]
+            .head
+            .starts_with("GET http://b.example.test/ HTTP/1.1")
+    );
+    assert_eq!(parent.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn wrong_credentials_are_a_502_naming_the_parent_never_a_407() {
     let dir = TempDir::new();
     let parent = parent_sluice(&dir.0);
@@ -471,6 +504,30 @@ fn route_and_parent_errors_name_file_and_line_and_never_the_password() {
     assert!(
         error.contains("\"weight=5\"") && error.contains("check.conf:2"),
         "{error}"
+    );
+    let error = check(
+        "server {\n    listen 127.0.0.1:0;\n    location / {\n        route default direct;\n    }\n}\n",
+    );
+    assert!(
+        error.contains("\"route\" directive is not allowed here") && error.contains("check.conf:4"),
+        "{error}"
+    );
+    // A parent in `http`, named by a rule written before it, at `http` level.
+    let path = dir.0.join("good.conf");
+    std::fs::write(
+        &path,
+        "http {\n    route .corp.example corp;\n    server {\n        listen 127.0.0.1:0;\n    }\n    \
+         parent corp { server 127.0.0.1:1; server 127.0.0.1:2 backup; }\n}\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["-t", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 

@@ -203,11 +203,16 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    /// Where idle connections that can carry this request are kept.
+    /// Where idle connections that can carry this request are kept: a direct connection
+    /// serves one destination, a connection to a parent proxy any destination routed to it.
     fn pool_key(&self) -> PoolKey {
+        let destination = match self.route {
+            Route::Direct => self.destination.clone(),
+            Route::Parent(_) => String::new(),
+        };
         PoolKey {
             route: self.route.clone(),
-            destination: self.destination.clone(),
+            destination,
         }
     }
 
