@@ -57,8 +57,8 @@ pub enum ProxyError {
         reasons: Vec<String>,
         timed_out: bool,
     },
-    /// A parent proxy answered a CONNECT with this non-2xx status. A parent's 407 is not the
-    /// client's to fix, so it is never passed on as one.
+    /// A parent proxy answered a CONNECT with this non-2xx status, or a forwarded request
+    /// with a 407. A parent's 407 is not the client's to fix, so it is never passed on as one.
     ParentRefused { parent: String, status: u16 },
 }
 
@@ -199,7 +199,7 @@ impl fmt::Display for ProxyError {
             ProxyError::ParentRefused { parent, status } => {
                 write!(
                     f,
-                    "parent proxy \"{parent}\" refused the tunnel with status {status}"
+                    "parent proxy \"{parent}\" refused the request with status {status}"
                 )
             }
         }

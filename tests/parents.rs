@@ -284,6 +284,21 @@ async fn wrong_credentials_are_a_502_naming_the_parent_never_a_407() {
         answer.body
     );
     assert!(!answer.head.contains("Proxy-Authenticate"));
+    // A forwarded request the parent answers with its 407 gets the same 502.
+    let origin = Origin::start(|_| ok(b"never")).await;
+    let answer = exchange(
+        child.addr(),
+        format!("GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\n\r\n", origin.addr).as_bytes(),
+    )
+    .await;
+    answer.assert_well_formed();
+    assert_eq!(answer.status, 502, "{}", answer.head);
+    assert!(
+        answer.body.contains("\"corp\"") && answer.body.contains("407"),
+        "{}",
+        answer.body
+    );
+    assert!(origin.recorded().is_empty());
     assert!(!child.log().contains("wrong-password"));
 }
 

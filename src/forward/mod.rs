@@ -477,6 +477,13 @@ impl Exchange<'_> {
                 _ => break response,
             }
         };
+        // A parent that refuses sluice's credentials: the client cannot fix that.
+        if let (407, Route::Parent(parent)) = (response.status, &self.route) {
+            return gateway(ProxyError::ParentRefused {
+                parent: parent.name.clone(),
+                status: 407,
+            });
+        }
         let framing = match framing::response(
             &response.headers,
             response.status,
