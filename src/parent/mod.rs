@@ -138,10 +138,47 @@ pub struct Reached {
     pub early: Vec<u8>,
 }
 
+/// Why one server did not give the connection.
+enum NotReached {
+    /// The parent answered, and its answer is the request's: no other server is tried.
+    Answer(ProxyError),
+    /// The server failed: it counts a failure and the next one is tried.
+    Failed(Failure),
+}
+
 /// Why one server could not be used.
 struct Failure {
     reason: String,
     cause: ParentFailure,
+}
+
+impl Failure {
+    /// A server failure for this reason.
+    fn of(reason: impl Into<String>, cause: ParentFailure) -> NotReached {
+        NotReached::Failed(Failure {
+            reason: reason.into(),
+            cause,
+        })
+    }
+
+    /// Resolving or dialling a server failed.
+    fn dial(error: ProxyError) -> NotReached {
+        let cause = match &error {
+            ProxyError::ConnectFailed { error, .. }
+                if error.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                ParentFailure::Refused
+            }
+            _ if error.class().status == 504 => ParentFailure::Timeout,
+            _ => ParentFailure::Error,
+        };
+        let reason = match &error {
+            ProxyError::ConnectFailed { error, .. } => crate::error::describe(error),
+            ProxyError::ConnectTimeout { .. } => "connect timed out".to_string(),
+            other => other.to_string(),
+        };
+        Failure::of(reason, cause)
+    }
 }
 
 impl Peers for Parent {
@@ -191,13 +228,13 @@ impl Parent {
                     server.succeeded();
                     return Ok(reached);
                 }
-                Err(Ok(refused)) => {
+                Err(NotReached::Answer(refused)) => {
                     // The server works; its answer is the parent's.
                     server.succeeded();
                     counters.parent_failed(&self.name, ParentFailure::Rejected);
                     return Err(refused);
                 }
-                Err(Err(failure)) => {
+                Err(NotReached::Failed(failure)) => {
                     log::debug!(
                         "parent {} server {}: {}",
                         self.name,
@@ -218,7 +255,7 @@ impl Parent {
         })
     }
 
-    /// One server: `Err(Ok(_))` is an answer to pass on, `Err(Err(_))` a server failure.
+    /// Connects to one server (and asks it for the tunnel).
     async fn try_server(
         &self,
         ctx: &ServerContext,
@@ -226,42 +263,25 @@ impl Parent {
         target: &Target,
         tunnel: bool,
         options: DialOptions,
-    ) -> Result<Reached, Result<ProxyError, Failure>> {
-        let fail = |error: ProxyError| {
-            let cause = match &error {
-                ProxyError::ConnectFailed { error, .. }
-                    if error.kind() == std::io::ErrorKind::ConnectionRefused =>
-                {
-                    ParentFailure::Refused
-                }
-                _ if error.class().status == 504 => ParentFailure::Timeout,
-                _ => ParentFailure::Error,
-            };
-            let reason = match &error {
-                ProxyError::ConnectFailed { error, .. } => crate::error::describe(error),
-                ProxyError::ConnectTimeout { .. } => "connect timed out".to_string(),
-                other => other.to_string(),
-            };
-            Err(Err(Failure { reason, cause }))
-        };
-        let addrs = match ctx.resolver.resolve(&server.target).await {
-            Ok(addrs) => addrs,
-            Err(error) => return fail(error),
-        };
+    ) -> Result<Reached, NotReached> {
+        let addrs = ctx
+            .resolver
+            .resolve(&server.target)
+            .await
+            .map_err(Failure::dial)?;
         let addrs: Vec<SocketAddr> = addrs
             .into_iter()
             .filter(|addr| !ctx.own_listeners.contains(*addr))
             .collect();
         if addrs.is_empty() {
-            return Err(Err(Failure {
-                reason: "is this proxy's own listener".into(),
-                cause: ParentFailure::Error,
-            }));
+            return Err(Failure::of(
+                "is this proxy's own listener",
+                ParentFailure::Error,
+            ));
         }
-        let (mut stream, addr) = match dial(&addrs, &server.target.to_string(), options).await {
-            Ok(connected) => connected,
-            Err(error) => return fail(error),
-        };
+        let (mut stream, addr) = dial(&addrs, &server.target.to_string(), options)
+            .await
+            .map_err(Failure::dial)?;
         let early = if tunnel {
             self.ask_tunnel(&mut stream, target, options.timeout)
                 .await?
@@ -282,22 +302,17 @@ impl Parent {
         stream: &mut TcpStream,
         target: &Target,
         timeout: Duration,
-    ) -> Result<Vec<u8>, Result<ProxyError, Failure>> {
+    ) -> Result<Vec<u8>, NotReached> {
         let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
         if let Some(credentials) = &self.credentials {
             head.push_str(&format!("Proxy-Authorization: {credentials}\r\n"));
         }
         head.push_str("\r\n");
-        let broken = |reason: String, timed_out: bool| {
-            let cause = if timed_out {
-                ParentFailure::Timeout
-            } else {
-                ParentFailure::Error
-            };
-            Err(Failure { reason, cause })
-        };
         if write_all(stream, head.as_bytes(), timeout).await.is_err() {
-            return Err(broken("closed before the CONNECT was sent".into(), false));
+            return Err(Failure::of(
+                "closed before the CONNECT was sent",
+                ParentFailure::Error,
+            ));
         }
         let mut buf = ReadBuf::default();
         let end = match buf
@@ -306,20 +321,37 @@ impl Parent {
         {
             Ok(end) => end,
             Err(HeadError::Idle | HeadError::TimedOut) => {
-                return Err(broken("no answer to CONNECT in time".into(), true));
+                return Err(Failure::of(
+                    "no answer to CONNECT in time",
+                    ParentFailure::Timeout,
+                ));
+            }
+            Err(HeadError::Silent) => {
+                return Err(Failure::of(
+                    "closed without answering the CONNECT",
+                    ParentFailure::Error,
+                ));
             }
             Err(error) => {
-                return Err(broken(format!("no answer to CONNECT ({error:?})"), false));
+                return Err(Failure::of(
+                    format!("no usable answer to CONNECT ({error:?})"),
+                    ParentFailure::Error,
+                ));
             }
         };
         let mut fields = [httparse::EMPTY_HEADER; 64];
         let mut response = httparse::Response::new(&mut fields);
         let status = match response.parse(&buf.data()[..end]) {
             Ok(httparse::Status::Complete(_)) => response.code.unwrap_or(0),
-            _ => return Err(broken("malformed answer to CONNECT".into(), false)),
+            _ => {
+                return Err(Failure::of(
+                    "malformed answer to CONNECT",
+                    ParentFailure::Error,
+                ));
+            }
         };
         if !(200..300).contains(&status) {
-            return Err(Ok(ProxyError::ParentRefused {
+            return Err(NotReached::Answer(ProxyError::ParentRefused {
                 parent: self.name.clone(),
                 status,
             }));
