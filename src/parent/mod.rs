@@ -6,8 +6,8 @@
 //! within the same request; `max_fails` failures within `fail_timeout` take a server out for
 //! `fail_timeout`; `backup` servers are tried only when no primary is left. sluice never
 //! resolves the destination on this route: the parent does (corporate split DNS). For a
-//! CONNECT the parent is asked for the tunnel here ([`Parent::reach`]); a forwarded request goes to
-//! it in absolute form (see [`crate::forward`]).
+//! CONNECT the parent is asked for the tunnel here ([`Parent::reach`]); a forwarded request
+//! goes to it in absolute form (see [`crate::forward`]).
 
 pub mod settings;
 
