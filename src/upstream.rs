@@ -93,7 +93,17 @@ async fn reach(
     match route {
         Route::Direct => direct(ctx, target, address, options, timings).await,
         Route::Parent(parent) => {
-            // The parent resolves names; an address literal is judged here, loop guard included.
+            // The parent resolves names: they meet the name rules only, address rules passed
+            // over. An address literal is judged here, loop guard included.
+            if let Host::Name(_) = target.host
+                && let Err(denied) = ctx
+                    .config
+                    .access
+                    .destinations
+                    .check_unresolved(&target.host)
+            {
+                return Err(ProxyError::DestinationDenied(denied.to_string()));
+            }
             if let Host::Ip(ip) = target.host {
                 let addr = SocketAddr::new(ip, target.port);
                 if ctx.own_listeners.contains(addr) {

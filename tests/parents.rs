@@ -778,3 +778,35 @@ async fn metrics_count_requests_failures_and_servers_up_per_parent() {
         );
     }
 }
+
+#[tokio::test]
+async fn destination_rules_apply_before_a_parent_is_asked() {
+    let dir = TempDir::new();
+    let tries = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&tries);
+    let parent = serve("127.0.0.1:0", move |stream| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { drop(stream) }
+    })
+    .await;
+    let child = child_sluice(
+        &dir.0,
+        &format!("parent corp {{ server {parent}; }}"),
+        "    destination_deny .blocked.test 192.0.2.0/24;\n    route default corp;",
+    );
+    for target in ["www.blocked.test:443", "192.0.2.7:443"] {
+        let answer = exchange(
+            child.addr(),
+            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(answer.status, 403, "{target}: {}", answer.head);
+    }
+    let answer = exchange(
+        child.addr(),
+        b"GET http://www.blocked.test/ HTTP/1.1\r\nHost: www.blocked.test\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.status, 403, "{}", answer.head);
+    assert_eq!(tries.load(Ordering::SeqCst), 0, "the parent was asked");
+}
