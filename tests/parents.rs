@@ -180,6 +180,12 @@ async fn plain_get_goes_to_the_parent_in_absolute_form_with_its_credentials() {
         .await;
     let lines = log_lines(&dir.0, 1).await;
     assert_eq!(lines[0], format!("200 corp {}", parent.addr()));
+    let encoded = basic(USER, PASSWORD);
+    let log = child.log();
+    assert!(
+        !log.contains(PASSWORD) && !log.contains(&encoded[6..]),
+        "{log}"
+    );
 }
 
 #[tokio::test]
