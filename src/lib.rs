@@ -44,6 +44,7 @@
 //!   `$variables`.
 //! - [`access_log`] writes one line per request off the event loop; [`metrics`] counts, and
 //!   [`status`] serves the counts (`/metrics`) and `/healthz` on `status_listen`.
+//! - [`manual`] is the man page sluice(8), its directive table built from the same specs.
 
 pub mod access;
 pub mod access_log;
@@ -56,6 +57,7 @@ pub mod dial;
 pub mod error;
 pub mod forward;
 pub mod limits;
+pub mod manual;
 pub mod metrics;
 pub mod parent;
 pub mod relay;

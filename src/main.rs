@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 use sluice::server::Proxy;
-use sluice::settings::{Config, EMBEDDED_NAME};
+use sluice::settings::{Config, EMBEDDED_DEFAULT, EMBEDDED_NAME};
 
 /// A forward proxy for HTTPS egress: CONNECT tunnels, configured in nginx syntax.
 /// Without -c it listens on 127.0.0.1:3128 and tunnels to ports 443 and 563.
@@ -19,6 +19,14 @@ struct Args {
     #[argh(switch, short = 't')]
     test: bool,
 
+    /// test the configuration and print it, as nginx -T does
+    #[argh(switch, short = 'T')]
+    test_and_print: bool,
+
+    /// print the manual page sluice(8) in roff and exit
+    #[argh(switch, hidden_help)]
+    man: bool,
+
     /// print the version and exit
     #[argh(switch, short = 'V')]
     version: bool,
@@ -30,6 +38,10 @@ fn main() -> ExitCode {
         println!("{}", sluice::AGENT);
         return ExitCode::SUCCESS;
     }
+    if args.man {
+        print!("{}", sluice::manual::page());
+        return ExitCode::SUCCESS;
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
         .init();
@@ -38,12 +50,21 @@ fn main() -> ExitCode {
         .config
         .as_ref()
         .map_or_else(|| EMBEDDED_NAME.to_string(), |p| p.display().to_string());
-    let config = match &args.config {
-        Some(path) => Config::load(path),
-        None => Ok(Config::embedded()),
+    // Read once, so that -T prints exactly the text it tested.
+    let text = match &args.config {
+        Some(path) => sluice::config::read(path, &shown),
+        None => Ok(EMBEDDED_DEFAULT.as_bytes().to_vec()),
     };
-    if args.test {
-        return test_config(config, &shown);
+    let config = text
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|text| Config::parse(text, &shown));
+    if args.test || args.test_and_print {
+        let code = test_config(config, &shown);
+        if args.test_and_print && code == ExitCode::SUCCESS {
+            print_config(&shown, &text.unwrap_or_default());
+        }
+        return code;
     }
     let config = match config {
         Ok(config) => config,
@@ -81,6 +102,18 @@ fn test_config(config: Result<Config, sluice::config::ConfigError>, shown: &str)
             ExitCode::FAILURE
         }
     }
+}
+
+/// `-T`: the tested file, after the line nginx -T puts before each file.
+fn print_config(shown: &str, text: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "# configuration file {shown}:");
+    let _ = out.write_all(text);
+    if !text.ends_with(b"\n") {
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out);
 }
 
 fn run(mut config: Config, path: Option<PathBuf>) -> ExitCode {

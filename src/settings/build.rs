@@ -48,6 +48,11 @@ const REGISTRY: &[&[Spec]] = &[
     ignored::DIRECTIVES,
 ];
 
+/// Every directive sluice knows, in the order of [`REGISTRY`]: the manual lists them all.
+pub fn directives() -> impl Iterator<Item = &'static Spec> {
+    REGISTRY.iter().flat_map(|specs| specs.iter())
+}
+
 /// The process-wide directives, in the main context or `http`.
 const PROCESS: &[Entry<Config>] = &[
     Entry {

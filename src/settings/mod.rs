@@ -12,6 +12,7 @@ mod listen;
 use std::path::Path;
 use std::time::Duration;
 
+pub use build::directives;
 pub use listen::Listen;
 
 use crate::access::settings::AccessSettings;
