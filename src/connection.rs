@@ -31,7 +31,7 @@ use crate::stream::Conn;
 use crate::target::Target;
 use crate::transport::{self, ClientInfo, ClientStream, reset};
 use crate::tunnel::{self, Early, Outcome};
-use crate::upstream;
+use crate::upstream::{self, Purpose};
 
 /// `$connection`: connections accepted so far.
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
@@ -208,9 +208,11 @@ async fn connect<S: ClientStream>(
         bind: config.connect.bind,
     };
     let route = route::pick(ctx, &target);
+    entry.route = Some(route.clone());
     let dialled = upstream::connect(
         ctx,
         &route,
+        Purpose::Tunnel,
         &target,
         config.connect.address,
         options,
@@ -235,7 +237,7 @@ async fn connect<S: ClientStream>(
     entry.bytes_sent = response.len() as u64;
     let early = Early {
         up: client.buf.take(),
-        down: Vec::new(),
+        down: upstream.early,
     };
     let tunnel = Tunnel {
         client: client.stream,

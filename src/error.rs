@@ -51,6 +51,15 @@ pub enum ProxyError {
     BadGateway(String),
     /// The origin did not answer within `proxy_read_timeout`.
     GatewayTimeout(String),
+    /// No server of a parent proxy could be used: each one's reason, in the order tried.
+    ParentFailed {
+        parent: String,
+        reasons: Vec<String>,
+        timed_out: bool,
+    },
+    /// A parent proxy answered a CONNECT with this non-2xx status, or a forwarded request
+    /// with a 407. A parent's 407 is not the client's to fix, so it is never passed on as one.
+    ParentRefused { parent: String, status: u16 },
 }
 
 /// What a failure means, decided once per kind of failure: the status the client is answered
@@ -94,6 +103,11 @@ impl ProxyError {
             ProxyError::ResolveFailed { .. } | ProxyError::BadGateway(_) => (502, None, None),
             ProxyError::ConnectTimeout { .. } => (504, None, Some(Connect::Timeout)),
             ProxyError::ResolveTimeout { .. } | ProxyError::GatewayTimeout(_) => (504, None, None),
+            ProxyError::ParentFailed {
+                timed_out: true, ..
+            } => (504, None, Some(Connect::Timeout)),
+            ProxyError::ParentFailed { .. } => (502, None, Some(Connect::Unreachable)),
+            ProxyError::ParentRefused { .. } => (502, None, None),
         };
         Class {
             status,
@@ -173,6 +187,21 @@ impl fmt::Display for ProxyError {
             ProxyError::ConnectTimeout { target } => {
                 write!(f, "connecting to {target} timed out")
             }
+            ProxyError::ParentFailed {
+                parent, reasons, ..
+            } => {
+                write!(
+                    f,
+                    "parent proxy \"{parent}\" failed: {}",
+                    reasons.join("; ")
+                )
+            }
+            ProxyError::ParentRefused { parent, status } => {
+                write!(
+                    f,
+                    "parent proxy \"{parent}\" refused the request with status {status}"
+                )
+            }
         }
     }
 }
@@ -197,7 +226,7 @@ fn reason_phrase(status: u16) -> &'static str {
 }
 
 /// An I/O error in a few plain words, without the `(os error N)` suffix.
-fn describe(error: &io::Error) -> String {
+pub fn describe(error: &io::Error) -> String {
     match error.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
         io::ErrorKind::HostUnreachable => "host unreachable".to_string(),

@@ -25,9 +25,9 @@
 //! - [`resolve`] turns a host name into addresses (hickory-resolver, `resolver` directive).
 //! - [`dial`] connects upstream: several addresses raced as RFC 8305 says, one timeout, an
 //!   optional source address.
-//! - [`route`] picks the way to a destination (direct today; a parent proxy next), and
+//! - [`route`] picks the way to a destination (`route` rules: direct, or a parent proxy), and
 //!   [`upstream`] is the one path to an origin along it: on a direct route, the destination
-//!   rules, [`resolve`], then [`dial`].
+//!   rules, [`resolve`], then [`dial`]; on a parent route, [`parent`]'s servers with failover.
 //! - [`tunnel`] moves bytes both ways, passing half-closes on, until both directions are done.
 //! - [`relay`] is the one byte mover: every read, timed write and tunnel direction, on Linux
 //!   through [`splice`] pipes between plain sockets, and the [`relay::Budget`] a rate limit
@@ -59,6 +59,7 @@ pub mod forward;
 pub mod limits;
 pub mod manual;
 pub mod metrics;
+pub mod parent;
 pub mod relay;
 pub mod request;
 pub mod resolve;

@@ -5,8 +5,10 @@
 //! is harmless. Nothing is counted per byte: byte totals are added once per request, and once
 //! per tunnel when it ends.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 /// Every counter and gauge sluice exposes.
@@ -27,6 +29,8 @@ pub struct Metrics {
     connect_failures: [Counter; ConnectFailure::ALL.len()],
     refused: [Counter; Refusal::ALL.len()],
     access_log_dropped: Counter,
+    /// Parent proxies by name, from the first request routed through each.
+    parents: Mutex<BTreeMap<String, ParentStats>>,
 }
 
 static METRICS: Metrics = Metrics::new();
@@ -129,6 +133,51 @@ impl Refusal {
     }
 }
 
+/// A parent proxy's servers as the metrics see them (`sluice_parent_servers_up`).
+pub trait Peers: Send + Sync {
+    /// Servers not taken out by `max_fails` now.
+    fn servers_up(&self) -> usize;
+}
+
+/// Why a parent proxy's server was not used, or the parent did not grant a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParentFailure {
+    /// The server refused the connection.
+    Refused,
+    /// Connecting, or the answer to CONNECT, took too long.
+    Timeout,
+    /// Anything else that made the server unusable (unreachable, a broken answer).
+    Error,
+    /// The parent answered a CONNECT with a non-2xx status.
+    Rejected,
+}
+
+impl ParentFailure {
+    const ALL: [ParentFailure; 4] = [
+        ParentFailure::Refused,
+        ParentFailure::Timeout,
+        ParentFailure::Error,
+        ParentFailure::Rejected,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ParentFailure::Refused => "refused",
+            ParentFailure::Timeout => "timeout",
+            ParentFailure::Error => "error",
+            ParentFailure::Rejected => "rejected",
+        }
+    }
+}
+
+/// One parent proxy's counters; its servers are asked how many are up when scraped.
+#[derive(Default)]
+struct ParentStats {
+    requests: u64,
+    failures: [u64; ParentFailure::ALL.len()],
+    peers: Option<Weak<dyn Peers>>,
+}
+
 /// Holds a place in a gauge until dropped.
 pub struct Open(&'static Gauge);
 
@@ -154,7 +203,27 @@ impl Metrics {
             connect_failures: [const { Counter::new() }; ConnectFailure::ALL.len()],
             refused: [const { Counter::new() }; Refusal::ALL.len()],
             access_log_dropped: Counter::new(),
+            parents: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn parents(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ParentStats>> {
+        self.parents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request was routed through the parent `name`, whose servers are `peers` (the ones
+    /// of the configuration in use: a reload replaces them).
+    pub fn parent_request(&self, name: &str, peers: Weak<dyn Peers>) {
+        let mut parents = self.parents();
+        let stats = parents.entry(name.to_string()).or_default();
+        stats.requests += 1;
+        stats.peers = Some(peers);
+    }
+
+    /// A server of the parent `name` failed, or the parent refused a tunnel.
+    pub fn parent_failed(&self, name: &str, cause: ParentFailure) {
+        let mut parents = self.parents();
+        parents.entry(name.to_string()).or_default().failures[cause as usize] += 1;
     }
 
     /// A client connection was accepted; it counts as open until the result is dropped.
@@ -340,7 +409,56 @@ impl Metrics {
             "sluice_dns_lookup_seconds",
             "How long DNS queries took.",
         );
+        self.render_parents(out);
         std::mem::take(out)
+    }
+}
+
+impl Metrics {
+    /// The parent proxies' families, once a request went through one.
+    fn render_parents(&self, out: &mut String) {
+        let parents = self.parents();
+        if parents.is_empty() {
+            return;
+        }
+        let label = |name: &str| {
+            let escaped = name
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("parent=\"{escaped}\"")
+        };
+        labelled(
+            out,
+            "sluice_parent_requests_total",
+            "Requests routed through each parent proxy.",
+            parents.iter().map(|(name, s)| (label(name), s.requests)),
+        );
+        labelled(
+            out,
+            "sluice_parent_failures_total",
+            "Parent proxy servers that failed a request, and tunnels a parent refused, by cause.",
+            parents.iter().flat_map(|(name, s)| {
+                ParentFailure::ALL.iter().map(move |f| {
+                    (
+                        format!("{},cause=\"{}\"", label(name), f.label()),
+                        s.failures[*f as usize],
+                    )
+                })
+            }),
+        );
+        let name = "sluice_parent_servers_up";
+        header(
+            out,
+            name,
+            "gauge",
+            "Servers of each parent proxy not taken out by max_fails.",
+        );
+        for (parent, stats) in parents.iter() {
+            let up = stats.peers.as_ref().and_then(Weak::upgrade);
+            let up = up.map_or(0, |peers| peers.servers_up());
+            let _ = writeln!(out, "{name}{{{}}} {up}", label(parent));
+        }
     }
 }
 

@@ -5,9 +5,11 @@
 //! hands back the connection with what the access log needs: the address reached, the route,
 //! and how long each step took. The destination rules that judge a name apply before any
 //! route; those that judge addresses apply, on the direct route, to every resolved address.
-//! A new route is one more arm in `reach`: a parent proxy's arm dials the parent's servers and
-//! returns the connection to the one that answered (for a CONNECT, with the tunnel already
-//! granted, and any bytes the parent sent after its answer kept for the client).
+//! A parent proxy's route dials the parent's servers ([`crate::parent`]) and returns the
+//! connection to the one that answered (for a CONNECT, with the tunnel already granted, and
+//! any bytes the parent sent after its answer kept for the client). On that route sluice never
+//! resolves the destination: address rules apply to IP-literal targets only, and the name
+//! rules before the request leaves.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -20,7 +22,7 @@ use crate::dial::{DialOptions, dial};
 use crate::error::ProxyError;
 use crate::metrics;
 use crate::route::Route;
-use crate::target::Target;
+use crate::target::{Host, Target};
 
 /// How long reaching an upstream took, for the access log. A step that did not happen stays
 /// `None` (`proxy_connect_address` skips DNS; a refusal by name skips both).
@@ -40,6 +42,17 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// The way it was reached.
     pub route: Route,
+    /// Bytes already read from the upstream that belong to the client (what a parent sent
+    /// right after granting a tunnel).
+    pub early: Vec<u8>,
+}
+
+/// What the connection is for: a parent is asked for the tunnel of a CONNECT, while a
+/// forwarded request is sent to it as is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Tunnel,
+    Forward,
 }
 
 /// Reaches `target` along `route`. `address` overrides resolving, as `proxy_connect_address`
@@ -48,12 +61,13 @@ pub struct Upstream {
 pub async fn connect(
     ctx: &ServerContext,
     route: &Route,
+    purpose: Purpose,
     target: &Target,
     address: Option<(IpAddr, Option<u16>)>,
     options: DialOptions,
     timings: &mut Timings,
 ) -> Result<Upstream, ProxyError> {
-    let result = reach(ctx, route, target, address, options, timings).await;
+    let result = reach(ctx, route, purpose, target, address, options, timings).await;
     if let Err(error) = &result
         && let Some(cause) = error.class().connect_failure
     {
@@ -66,6 +80,7 @@ pub async fn connect(
 async fn reach(
     ctx: &ServerContext,
     route: &Route,
+    purpose: Purpose,
     target: &Target,
     address: Option<(IpAddr, Option<u16>)>,
     options: DialOptions,
@@ -77,6 +92,42 @@ async fn reach(
     }
     match route {
         Route::Direct => direct(ctx, target, address, options, timings).await,
+        Route::Parent(parent) => {
+            // The parent resolves names: they meet the name rules only, address rules passed
+            // over. An address literal is judged here, loop guard included.
+            if let Host::Name(_) = target.host
+                && let Err(denied) = ctx
+                    .config
+                    .access
+                    .destinations
+                    .check_unresolved(&target.host)
+            {
+                return Err(ProxyError::DestinationDenied(denied.to_string()));
+            }
+            if let Host::Ip(ip) = target.host {
+                let addr = SocketAddr::new(ip, target.port);
+                if ctx.own_listeners.contains(addr) {
+                    return Err(ProxyError::DestinationDenied(format!(
+                        "{addr} is this proxy's own listener"
+                    )));
+                }
+                if let Err(denied) = ctx.config.access.destinations.check_addr(&target.host, ip) {
+                    return Err(ProxyError::DestinationDenied(denied.to_string()));
+                }
+            }
+            let started = Instant::now();
+            let reached = parent
+                .reach(ctx, target, purpose == Purpose::Tunnel, options)
+                .await;
+            timings.connect = Some(started.elapsed());
+            let reached = reached?;
+            Ok(Upstream {
+                stream: reached.stream,
+                addr: reached.addr,
+                route: route.clone(),
+                early: reached.early,
+            })
+        }
     }
 }
 
@@ -133,5 +184,6 @@ async fn direct(
         stream,
         addr,
         route: Route::Direct,
+        early: Vec::new(),
     })
 }

@@ -69,6 +69,7 @@ fn every_configuration_in_the_readme_and_docs_loads() {
     std::fs::create_dir_all(&etc).unwrap();
     std::fs::create_dir_all(&log).unwrap();
     std::fs::write(etc.join("htpasswd"), "alice:{PLAIN}secret\n").unwrap();
+    std::fs::write(etc.join("corp.cred"), "sluice:secret\n").unwrap();
     let mut in_readme = 0;
     for (name, text) in documents() {
         for (line, config) in blocks(&text, "nginx") {

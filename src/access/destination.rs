@@ -175,6 +175,18 @@ impl DestinationRules {
         None
     }
 
+    /// The decision for a name sluice does not resolve (a parent proxy resolves it): the
+    /// first host rule (or `all`) that matches decides. Address rules cannot see the name's
+    /// addresses and are passed over; no match allows.
+    pub fn check_unresolved(&self, name: &Host) -> Result<(), Denied> {
+        let rule = self.rules.iter().find(|rule| match (&rule.matcher, name) {
+            (Matcher::All, _) => true,
+            (Matcher::Host(pattern), Host::Name(name)) => pattern.matches(name),
+            (Matcher::Host(_) | Matcher::Addr(_), _) => false,
+        });
+        rule.map_or(Ok(()), |rule| verdict(rule, name))
+    }
+
     /// The decision for one resolved address of `host`. An address that carries an IPv4
     /// address passes only if every address it stands for passes.
     pub fn check_addr(&self, host: &Host, ip: IpAddr) -> Result<(), Denied> {
@@ -266,6 +278,23 @@ mod tests {
         assert!(!HostPattern::parse("*.example.com").matches("badexample.com"));
         assert!(HostPattern::parse(".example.com").matches("example.com"));
         assert!(HostPattern::parse(".example.com").matches("x.example.com"));
+    }
+
+    #[test]
+    fn an_unresolved_name_meets_the_name_rules_past_any_address_rule() {
+        let mut rules = DestinationRules::default();
+        let loopback = Cidr::parse("127.0.0.0/8").unwrap();
+        rules.push(rule(true, Matcher::Addr(loopback), 1));
+        rules.push(rule(
+            false,
+            Matcher::Host(HostPattern::parse(".blocked.test")),
+            2,
+        ));
+        assert_eq!(rules.check_name(&name("www.blocked.test")), None);
+        assert!(rules.check_unresolved(&name("www.blocked.test")).is_err());
+        assert!(rules.check_unresolved(&name("fine.test")).is_ok());
+        rules.push(rule(false, Matcher::All, 3));
+        assert!(rules.check_unresolved(&name("fine.test")).is_err());
     }
 
     #[test]

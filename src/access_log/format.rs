@@ -124,6 +124,8 @@ enum Var {
     ResolveTime,
     ConnectTime,
     UpstreamAddr,
+    /// `$upstream_proxy`: the parent proxy's name, or `direct`.
+    UpstreamProxy,
     Connection,
     ConnectionRequests,
     Pid,
@@ -161,6 +163,7 @@ impl Var {
             "proxy_connect_resolve_time" => Var::ResolveTime,
             "proxy_connect_connect_time" | "upstream_connect_time" => Var::ConnectTime,
             "upstream_addr" => Var::UpstreamAddr,
+            "upstream_proxy" => Var::UpstreamProxy,
             "connection" => Var::Connection,
             "connection_requests" => Var::ConnectionRequests,
             "pid" => Var::Pid,
@@ -241,6 +244,10 @@ impl Var {
             Var::ConnectAddr => match (&entry.connect, entry.upstream) {
                 (Some(_), Some(addr)) => text!("{addr}"),
                 _ => false,
+            },
+            Var::UpstreamProxy => match &entry.route {
+                Some(route) => text!("{route}"),
+                None => false,
             },
             Var::UpstreamAddr => match entry.upstream {
                 Some(addr) => text!("{addr}"),

@@ -24,6 +24,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::config::Origin;
 use crate::request::Head;
+use crate::route::Route;
 use crate::target::Target;
 use crate::upstream::Timings;
 
@@ -115,6 +116,8 @@ pub struct Entry<'a> {
     pub connect: Option<Target>,
     /// The upstream connected to.
     pub upstream: Option<SocketAddr>,
+    /// `$upstream_proxy`: the route picked for the request.
+    pub route: Option<Route>,
     pub timings: Timings,
     /// The location that served a forwarded request (its index in the server's `locations`):
     /// its access log is the one written.
@@ -136,6 +139,7 @@ impl<'a> Entry<'a> {
             bytes_received: 0,
             connect: None,
             upstream: None,
+            route: None,
             timings: Timings::default(),
             location: None,
         }
@@ -166,6 +170,7 @@ impl<'a> Entry<'a> {
             bytes_received: self.bytes_received,
             connect: self.connect,
             upstream: self.upstream,
+            route: self.route,
             timings: self.timings,
             location: self.location,
         }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use super::framing::{Framing, list};
 use super::settings::{Forwarding, HeaderVar};
 use super::uri::AbsoluteUri;
+use crate::parent::Parent;
 use crate::request::{Head, Header};
 
 /// Fields that describe one connection, not the message: never forwarded in either direction.
@@ -104,12 +105,27 @@ pub fn request_head(
     framing: Framing,
     upgrade: Option<&str>,
     forwarding: &Forwarding,
+    parent: Option<&Parent>,
 ) -> Vec<u8> {
     let head = info.head;
     let mut out = Vec::with_capacity(512);
+    // A parent proxy gets the absolute form, and its own credentials (never the client's).
+    let scheme = if parent.is_some() { "http://" } else { "" };
+    let authority = if parent.is_some() {
+        info.uri.authority.as_str()
+    } else {
+        ""
+    };
     out.extend_from_slice(
-        format!("{} {} HTTP/1.1\r\n", head.method, info.uri.path_and_query).as_bytes(),
+        format!(
+            "{} {scheme}{authority}{} HTTP/1.1\r\n",
+            head.method, info.uri.path_and_query
+        )
+        .as_bytes(),
     );
+    if let Some(credentials) = parent.and_then(|p| p.credentials.as_deref()) {
+        push_field(&mut out, "Proxy-Authorization", credentials.as_bytes());
+    }
     let overridden = |name: &str| {
         forwarding
             .set_headers
@@ -283,6 +299,7 @@ mod tests {
             framing,
             upgrade_protocol(&head).as_deref(),
             &forwarding(set),
+            None,
         ))
         .unwrap()
     }

@@ -38,7 +38,7 @@ use crate::request::Head;
 use crate::route::{self, Route};
 use crate::stream::{Conn, HeadError, ReadBuf};
 use crate::transport::{ClientStream, ReadSide, WriteSide, reset};
-use crate::upstream::{self, Timings, Upstream};
+use crate::upstream::{self, Purpose, Timings, Upstream};
 use settings::Forwarding;
 
 /// The largest response head accepted from an origin.
@@ -98,6 +98,11 @@ pub async fn forward<S: ClientStream>(
         return Err(ProxyError::ForwardPortNotAllowed(uri.target.port));
     }
     let route = route::pick(ctx, &uri.target);
+    entry.route = Some(route.clone());
+    let parent = match &route {
+        Route::Parent(parent) => Some(&**parent),
+        Route::Direct => None,
+    };
     let upgrade = headers::upgrade_protocol(head);
     let forwarding = &location.forwarding;
     let info = RequestInfo {
@@ -111,7 +116,7 @@ pub async fn forward<S: ClientStream>(
         forwarding,
         framing,
         upgrade: upgrade.as_deref(),
-        request: headers::request_head(&info, framing, upgrade.as_deref(), forwarding),
+        request: headers::request_head(&info, framing, upgrade.as_deref(), forwarding, parent),
         route,
         destination: uri.target.to_string(),
         peer,
@@ -139,6 +144,7 @@ pub async fn forward<S: ClientStream>(
     let connected = upstream::connect(
         ctx,
         &exchange.route,
+        Purpose::Forward,
         &uri.target,
         None,
         options,
@@ -197,11 +203,16 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    /// Where idle connections that can carry this request are kept.
+    /// Where idle connections that can carry this request are kept: a direct connection
+    /// serves one destination, a connection to a parent proxy any destination routed to it.
     fn pool_key(&self) -> PoolKey {
+        let destination = match self.route {
+            Route::Direct => self.destination.clone(),
+            Route::Parent(_) => String::new(),
+        };
         PoolKey {
             route: self.route.clone(),
-            destination: self.destination.clone(),
+            destination,
         }
     }
 
@@ -228,6 +239,8 @@ impl Exchange<'_> {
             stream,
             addr,
             route,
+            // Only a tunnel's parent sends bytes ahead of use.
+            early: _,
         } = upstream;
         let mut upstream = Conn::new(stream);
         if write_all(
@@ -329,6 +342,7 @@ impl Exchange<'_> {
                         stream: upstream.stream,
                         addr,
                         route,
+                        early: Vec::new(),
                     };
                     self.ctx.pool.put(&self.pool_key(), idle);
                 }
@@ -463,6 +477,13 @@ impl Exchange<'_> {
                 _ => break response,
             }
         };
+        // A parent that refuses sluice's credentials: the client cannot fix that.
+        if let (407, Route::Parent(parent)) = (response.status, &self.route) {
+            return gateway(ProxyError::ParentRefused {
+                parent: parent.name.clone(),
+                status: 407,
+            });
+        }
         let framing = match framing::response(
             &response.headers,
             response.status,

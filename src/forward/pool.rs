@@ -36,7 +36,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     pub route: Route,
-    /// `host:port` as the request named it.
+    /// `host:port` as the request named it; empty through a parent, whose connections carry
+    /// requests for any destination.
     pub destination: String,
 }
 
@@ -170,6 +171,7 @@ mod tests {
                 stream,
                 addr,
                 route: Route::Direct,
+                early: Vec::new(),
             },
             server,
         )

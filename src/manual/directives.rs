@@ -84,6 +84,9 @@ pub const HELP: &[Help] = &[
     help("proxy_send_timeout", "TIME", "60s", "longest wait for the origin to take more bytes"),
     help("proxy_via", "on | off", "on", "add Via: 1.1 sluice to forwarded requests and responses"),
     help("proxy_http_version", "1.1", "1.1", "accepted; 1.0 warns, since sluice always speaks HTTP/1.1 upstream"),
+    // Parent proxies.
+    help("parent", "NAME { server HOST:PORT [max_fails=N] [fail_timeout=TIME] [backup]; ... credentials_file FILE; }", "-", "a parent proxy that route rules may name: servers tried in order with failover, backups only when every primary is down; credentials_file holds one line user:password"),
+    help("route", "PATTERN ... NAME | direct", "direct", "send matching destinations (HOST, *.HOST, .HOST, CIDR of IP-literal targets, default) through parent NAME or direct; first match wins"),
     // Logging.
     help("access_log", "PATH | stderr [FORMAT] [buffer=SIZE] [flush=TIME] | off", "off", "one line per request, tunnel and refusal"),
     help("log_format", "NAME [escape=default|json|none] 'STRING' ...", "combined, sluice", "a line format made of $variables"),

@@ -12,7 +12,10 @@ use std::time::Duration;
 use super::{Config, Location, LocationMatch, Server, ignored, listen};
 use crate::config::directive::{Context, Entry, MAIN, MAIN_HTTP, SERVER, Spec};
 use crate::config::{ConfigError, Cx, Directive};
-use crate::{access, access_log, connect, forward, limits, request, resolve, status, transport};
+use crate::{
+    access, access_log, connect, forward, limits, parent, request, resolve, route, status,
+    transport,
+};
 
 /// The blocks, which this file walks.
 const BLOCKS: &[Spec] = &[
@@ -42,6 +45,8 @@ const REGISTRY: &[&[Spec]] = &[
     access_log::settings::DIRECTIVES,
     status::settings::DIRECTIVES,
     transport::settings::DIRECTIVES,
+    parent::settings::DIRECTIVES,
+    route::DIRECTIVES,
     ignored::DIRECTIVES,
 ];
 
@@ -115,6 +120,10 @@ const SERVER_LEVEL: &[Entry<Server>] = &[
         specs: transport::settings::DIRECTIVES,
         set: |cx, d, server| server.real_ip.set(cx, d),
     },
+    Entry {
+        specs: route::DIRECTIVES,
+        set: |cx, d, server| server.routes.set(cx, d),
+    },
 ];
 
 /// The directives of a location.
@@ -149,10 +158,16 @@ pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
         .filter(|d| d.name == "http")
         .filter_map(|d| d.block.as_deref());
     cx.dispatch_first(
-        tree.iter().chain(http_bodies.flatten()),
+        tree.iter().chain(http_bodies.clone().flatten()),
         PROCESS,
         &mut config,
     )?;
+    // `parent` blocks next, so a `route` may name a parent wherever it is defined.
+    for block in tree.iter().chain(http_bodies.flatten()) {
+        if block.name == "parent" {
+            parent::settings::define(&mut cx, block)?;
+        }
+    }
     let main_defaults = Server::defaults(cx.origin(1));
     for directive in cx.check(tree, Context::Main)? {
         match directive.name.as_str() {

@@ -23,6 +23,7 @@ use crate::connect::ConnectSettings;
 use crate::forward::settings::Forwarding;
 use crate::request::settings::ClientSettings;
 use crate::resolve::settings::DnsSettings;
+use crate::route::Routes;
 use crate::status::settings::StatusListen;
 use crate::transport::RealIp;
 
@@ -110,6 +111,8 @@ pub struct Server {
     pub real_ip: RealIp,
     /// `access_log`: for CONNECT, refusals, and locations without their own.
     pub access_log: AccessLog,
+    /// `route`: which destinations go through a parent proxy.
+    pub routes: Routes,
     pub locations: Vec<Location>,
 }
 
@@ -128,6 +131,7 @@ impl Server {
             max_connections_per_client: None,
             real_ip: RealIp::default(),
             access_log: AccessLog::default(),
+            routes: Routes::default(),
             locations: Vec::new(),
         }
     }
