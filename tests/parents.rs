@@ -55,6 +55,19 @@ fn child_sluice(dir: &Path, parents: &str, server_extra: &str) -> Proxy {
     ))
 }
 
+/// A sluice whose `route PATTERN corp;` goes to the one-server parent `corp` at `parent`,
+/// with the credentials in `cred`.
+fn via_corp(dir: &Path, parent: impl std::fmt::Display, cred: &Path, pattern: &str) -> Proxy {
+    child_sluice(
+        dir,
+        &format!(
+            "parent corp {{ server {parent}; credentials_file {}; }}",
+            cred.display()
+        ),
+        &format!("    route {pattern} corp;"),
+    )
+}
+
 /// A credentials file holding `user:password`.
 fn credentials(dir: &Path, user: &str, password: &str) -> PathBuf {
     let path = dir.join(format!("{user}.cred"));
@@ -141,15 +154,7 @@ async fn connect_through_a_sluice_parent_with_credentials_is_exact_both_ways() {
     let dir = TempDir::new();
     let parent = parent_sluice(&dir.0);
     let cred = credentials(&dir.0, USER, PASSWORD);
-    let child = child_sluice(
-        &dir.0,
-        &format!(
-            "parent corp {{ server {}; credentials_file {}; }}",
-            parent.addr(),
-            cred.display()
-        ),
-        "    route default corp;",
-    );
+    let child = via_corp(&dir.0, parent.addr(), &cred, "default");
     assert_tunnel_exact(child.addr()).await;
     let lines = log_lines(&dir.0, 1).await;
     assert_eq!(lines[0], format!("200 corp {}", parent.addr()));
@@ -161,15 +166,7 @@ async fn plain_get_goes_to_the_parent_in_absolute_form_with_its_credentials() {
     let dir = TempDir::new();
     let parent = parent_sluice(&dir.0);
     let cred = credentials(&dir.0, USER, PASSWORD);
-    let child = child_sluice(
-        &dir.0,
-        &format!(
-            "parent corp {{ server {}; credentials_file {}; }}",
-            parent.addr(),
-            cred.display()
-        ),
-        "    route default corp;",
-    );
+    let child = via_corp(&dir.0, parent.addr(), &cred, "default");
     let origin = assert_get_reaches_origin(child.addr()).await;
     // The parent got the absolute form and, requiring alice's credentials, served it; the
     // client's own Proxy-Authorization went nowhere.
@@ -194,15 +191,7 @@ async fn the_parent_gets_its_own_credentials_and_never_the_clients() {
     // A forwarding parent is an HTTP server that is sent absolute-form requests.
     let parent = Origin::start(|_| ok(b"from parent")).await;
     let cred = credentials(&dir.0, USER, PASSWORD);
-    let child = child_sluice(
-        &dir.0,
-        &format!(
-            "parent corp {{ server {}; credentials_file {}; }}",
-            parent.addr,
-            cred.display()
-        ),
-        "    route .example.test corp;",
-    );
+    let child = via_corp(&dir.0, parent.addr, &cred, ".example.test");
     let answer = exchange(
         child.addr(),
         format!(
@@ -267,15 +256,7 @@ async fn wrong_credentials_are_a_502_naming_the_parent_never_a_407() {
     let dir = TempDir::new();
     let parent = parent_sluice(&dir.0);
     let cred = credentials(&dir.0, USER, "wrong-password");
-    let child = child_sluice(
-        &dir.0,
-        &format!(
-            "parent corp {{ server {}; credentials_file {}; }}",
-            parent.addr(),
-            cred.display()
-        ),
-        "    route default corp;",
-    );
+    let child = via_corp(&dir.0, parent.addr(), &cred, "default");
     let echo = echo_server().await;
     let answer = exchange(
         child.addr(),
@@ -557,15 +538,7 @@ async fn reload_rereads_the_credentials_file() {
     let dir = TempDir::new();
     let parent = parent_sluice(&dir.0);
     let cred = credentials(&dir.0, USER, "old-wrong-password");
-    let child = child_sluice(
-        &dir.0,
-        &format!(
-            "parent corp {{ server {}; credentials_file {}; }}",
-            parent.addr(),
-            cred.display()
-        ),
-        "    route default corp;",
-    );
+    let child = via_corp(&dir.0, parent.addr(), &cred, "default");
     let echo = echo_server().await;
     let request = format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n");
     assert_eq!(exchange(child.addr(), request.as_bytes()).await.status, 502);
@@ -693,15 +666,7 @@ async fn tinyproxy_as_parent_with_credentials() {
     let parent = tinyproxy().await;
     let dir = TempDir::new();
     let cred = credentials(&dir.0, USER, PASSWORD);
-    let child = child_sluice(
-        &dir.0,
-        &format!(
-            "parent corp {{ server {}; credentials_file {}; }}",
-            parent.addr,
-            cred.display()
-        ),
-        "    route default corp;",
-    );
+    let child = via_corp(&dir.0, parent.addr, &cred, "default");
     assert_tunnel_exact(child.addr()).await;
     assert_get_reaches_origin(child.addr()).await;
     let lines = log_lines(&dir.0, 2).await;

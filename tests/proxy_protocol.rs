@@ -303,25 +303,6 @@ async fn bad_headers_are_closed_without_an_answer() {
     }
 }
 
-/// Sends SIGHUP and waits until sluice has logged the outcome; returns that log line.
-async fn sighup(proxy: &Proxy) -> String {
-    let outcomes = |log: &str| {
-        log.lines()
-            .filter(|l| l.contains("reloaded ") || l.contains("reload failed"))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
-    let before = outcomes(&proxy.log()).len();
-    proxy.signal(libc::SIGHUP);
-    for _ in 0..250 {
-        if let Some(line) = outcomes(&proxy.log()).get(before) {
-            return line.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no reload outcome logged:\n{}", proxy.log());
-}
-
 #[tokio::test]
 async fn a_reload_turns_proxy_protocol_on_and_off_on_the_kept_socket() {
     let echo = echo_server().await;

@@ -10,25 +10,6 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Sends SIGHUP and waits until sluice has logged the outcome; returns that log line.
-async fn sighup(proxy: &Proxy) -> String {
-    let outcomes = |log: &str| {
-        log.lines()
-            .filter(|l| l.contains("reloaded ") || l.contains("reload failed"))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
-    let before = outcomes(&proxy.log()).len();
-    proxy.signal(libc::SIGHUP);
-    for _ in 0..250 {
-        if let Some(line) = outcomes(&proxy.log()).get(before) {
-            return line.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no reload outcome logged:\n{}", proxy.log());
-}
-
 /// Echoes `bytes` through an open tunnel to an echo server.
 async fn assert_echoes(stream: &mut TcpStream, bytes: &[u8]) {
     stream.write_all(bytes).await.unwrap();
