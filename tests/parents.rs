@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{
     Origin, Proxy, TempDir, basic, echo_server, exchange, ok, read_head, read_response,
-    require_tool, serve,
+    require_tool, serve, sighup,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -543,8 +543,8 @@ async fn reload_rereads_the_credentials_file() {
     let request = format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n");
     assert_eq!(exchange(child.addr(), request.as_bytes()).await.status, 502);
     credentials(&dir.0, USER, PASSWORD);
-    child.signal(libc::SIGHUP);
-    child.wait_for_log("reloaded ").await;
+    let outcome = sighup(&child).await;
+    assert!(outcome.contains("reloaded "), "{outcome}");
     let mut status = 0;
     for _ in 0..100 {
         let (head, _stream) = connect_with_early(child.addr(), &echo.to_string(), b"").await;

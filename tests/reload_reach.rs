@@ -13,16 +13,8 @@ use tokio::net::TcpStream;
 
 /// Sends SIGHUP and waits (bounded) until sluice logs that the reload succeeded.
 async fn reload(proxy: &Proxy) {
-    let done = |log: &str| log.matches("reloaded ").count();
-    let before = done(&proxy.log());
-    proxy.signal(libc::SIGHUP);
-    for _ in 0..250 {
-        if done(&proxy.log()) > before {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no successful reload logged:\n{}", proxy.log());
+    let outcome = sighup(proxy).await;
+    assert!(outcome.contains("reloaded "), "{outcome}\n{}", proxy.log());
 }
 
 /// A forwarding server on a free loopback port with `extra` inside.
