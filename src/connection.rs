@@ -23,6 +23,7 @@ use crate::dial::DialOptions;
 use crate::error::ProxyError;
 use crate::forward::{self, Next};
 use crate::limits::{Permit, Places};
+use crate::live::{self, State};
 use crate::metrics::{self, Mode};
 use crate::request::{Head, ReadError, read_head};
 use crate::route;
@@ -86,11 +87,13 @@ async fn converse<S: ClientStream>(
         local: info.local,
         id: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
     };
+    let live = live::Registered::new(who.id, peer);
     let mut client = Conn::with_bytes(stream, early);
     let mut idle = ctx.config.client.header_timeout;
     let mut requests = 0;
     loop {
         ctx = ctx.latest();
+        live.set_state(State::ReadingHead);
         let consumed = client.buf.consumed();
         // A stopping proxy lets requests and tunnels finish, but waits for no new request.
         let read = tokio::select! {
@@ -117,17 +120,30 @@ async fn converse<S: ClientStream>(
         let mut entry = Entry::new(&who, requests, Some(&head));
         entry.bytes_received = client.buf.consumed() - consumed;
         match admit(&head, peer, &ctx).await {
-            Ok(user) => entry.user = user,
+            Ok(user) => {
+                live.update(|d| {
+                    d.requests = requests;
+                    d.user.clone_from(&user);
+                });
+                entry.user = user;
+            }
             Err(error) => {
                 return refuse_logged(client.stream, entry, &config.access_log, error).await;
             }
         }
         if head.method == "CONNECT" {
-            return connect(client, &head, entry, &ctx, places).await;
+            return connect(client, &head, entry, &ctx, places, live).await;
         }
+        live.set_state(State::Forwarding);
+        live.update(|d| d.destination = live::destination_of(&head));
         let result = forward::forward(&mut client, &head, peer, &ctx, &mut entry).await;
         let log = ctx.access_log(entry.location);
         entry.bytes_received = client.buf.consumed() - consumed;
+        live.bytes.add(entry.bytes_received, entry.bytes_sent);
+        live.update(|d| {
+            d.upstream = entry.upstream;
+            d.route = entry.route.as_ref().map(|r| r.name().to_string());
+        });
         match result {
             Ok(Next::KeepAlive) => {
                 finish(&entry, log, Some(Mode::Forward));
@@ -135,6 +151,7 @@ async fn converse<S: ClientStream>(
             }
             Ok(Next::Close) => {
                 finish(&entry, log, Some(Mode::Forward));
+                live.set_state(State::Draining);
                 return linger_close(client.stream).await;
             }
             Ok(Next::Abort) => {
@@ -153,6 +170,7 @@ async fn converse<S: ClientStream>(
                     client: client.stream,
                     upstream,
                     early,
+                    live,
                 };
                 return hand_over(tunnel, entry, &ctx, places);
             }
@@ -195,7 +213,9 @@ async fn connect<S: ClientStream>(
     mut entry: Entry<'_>,
     ctx: &Arc<ServerContext>,
     places: Places,
+    live: live::Registered,
 ) {
+    live.set_state(State::Connecting);
     let config = &ctx.config;
     let log = &config.access_log;
     let target = match connect_target(head, config) {
@@ -203,12 +223,14 @@ async fn connect<S: ClientStream>(
         Err(error) => return refuse_logged(client.stream, entry, log, error).await,
     };
     entry.connect = Some(target.clone());
+    live.update(|d| d.destination = Some(format!("{}:{}", target.host, target.port)));
     let options = DialOptions {
         timeout: config.connect.connect_timeout,
         bind: config.connect.bind,
     };
     let route = route::pick(ctx, &target);
     entry.route = Some(route.clone());
+    live.update(|d| d.route = Some(route.name().to_string()));
     let dialled = upstream::connect(
         ctx,
         &route,
@@ -224,6 +246,7 @@ async fn connect<S: ClientStream>(
         Err(error) => return refuse_logged(client.stream, entry, log, error).await,
     };
     entry.upstream = Some(upstream.addr);
+    live.update(|d| d.upstream = Some(upstream.addr));
     entry.status = 200;
     let response = established_response(config, &target, upstream.addr);
     let sent = tokio::time::timeout(
@@ -235,6 +258,8 @@ async fn connect<S: ClientStream>(
         return finish(&entry, log, Some(Mode::Tunnel));
     }
     entry.bytes_sent = response.len() as u64;
+    live.bytes.add(entry.bytes_received, entry.bytes_sent);
+    live.set_state(State::Tunnel);
     let early = Early {
         up: client.buf.take(),
         down: upstream.early,
@@ -243,6 +268,7 @@ async fn connect<S: ClientStream>(
         client: client.stream,
         upstream: upstream.stream,
         early,
+        live,
     };
     hand_over(tunnel, entry, ctx, places);
 }
@@ -252,6 +278,8 @@ struct Tunnel<S> {
     client: S,
     upstream: TcpStream,
     early: Early,
+    /// Its entry on the status page, until the tunnel ends.
+    live: live::Registered,
 }
 
 /// Runs `tunnel` in a task of its own, which holds only what a tunnel needs while the
@@ -295,7 +323,14 @@ async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> 
         tunnel.upstream.as_raw_fd(),
     ];
     let idle = ctx.config.connect.data_timeout;
-    let run = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle);
+    tunnel.live.set_state(State::Tunnel);
+    let run = tunnel::run(
+        tunnel.client,
+        tunnel.upstream,
+        tunnel.early,
+        idle,
+        &tunnel.live.bytes,
+    );
     tokio::pin!(run);
     tokio::select! {
         outcome = &mut run => return outcome,

@@ -57,6 +57,7 @@ pub mod dial;
 pub mod error;
 pub mod forward;
 pub mod limits;
+pub mod live;
 pub mod manual;
 pub mod metrics;
 pub mod parent;

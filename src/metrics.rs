@@ -40,6 +40,21 @@ pub fn get() -> &'static Metrics {
     &METRICS
 }
 
+/// A few counters read together: the status page's totals.
+#[derive(Debug, Clone, Copy)]
+pub struct Totals {
+    pub connections_open: u64,
+    pub connections_accepted: u64,
+    pub tunnels_open: u64,
+    pub tunnels_opened: u64,
+    /// Requests answered, tunnels included (counted when they end).
+    pub requests: u64,
+    /// From clients, over ended requests and tunnels.
+    pub bytes_up: u64,
+    /// To clients, over ended requests and tunnels.
+    pub bytes_down: u64,
+}
+
 /// What a byte count belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -282,6 +297,20 @@ impl Metrics {
     /// Access log lines dropped so far.
     pub fn access_log_dropped_total(&self) -> u64 {
         self.access_log_dropped.get()
+    }
+
+    /// The process's totals, for the status page.
+    pub fn totals(&self) -> Totals {
+        let sum = |i: usize| self.bytes[0][i].get() + self.bytes[1][i].get();
+        Totals {
+            connections_open: self.connections_open.get(),
+            connections_accepted: self.connections_total.get(),
+            tunnels_open: self.tunnels_open.get(),
+            tunnels_opened: self.tunnels_total.get(),
+            requests: self.requests.iter().map(Counter::get).sum(),
+            bytes_up: sum(0),
+            bytes_down: sum(1),
+        }
     }
 
     /// The Prometheus text exposition of every metric.

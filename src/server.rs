@@ -250,6 +250,7 @@ impl Proxy {
                 });
             }
         }
+        crate::status::publish(config, self.listeners.iter().map(|l| l.local));
         Ok(Reloaded {
             kept: kept.len(),
             opened,

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use crate::deadline;
+use crate::live::Counters;
 use crate::relay::{Direction, Unlimited};
 use crate::transport::{ClientStream, ReadSide, reset};
 
@@ -49,14 +50,24 @@ pub struct Early {
     pub down: Vec<u8>,
 }
 
-/// Runs the tunnel until it ends.
+/// Runs the tunnel until it ends. The bytes it moves are added to `counters` as they move,
+/// for the status page.
 pub async fn run<C: ClientStream, U: ClientStream>(
     client: C,
     upstream: U,
     early: Early,
     idle: Duration,
+    counters: &Counters,
 ) -> Outcome {
-    relay(client, upstream, early, idle, cfg!(target_os = "linux")).await
+    relay(
+        client,
+        upstream,
+        early,
+        idle,
+        cfg!(target_os = "linux"),
+        counters,
+    )
+    .await
 }
 
 /// [`run`], with or without `splice(2)`: splice only where both ends are plain sockets.
@@ -66,6 +77,7 @@ async fn relay<C: ClientStream, U: ClientStream>(
     early: Early,
     idle: Duration,
     splice: bool,
+    counters: &Counters,
 ) -> Outcome {
     let splice =
         splice && ReadSide::plain(&client).is_some() && ReadSide::plain(&upstream).is_some();
@@ -73,6 +85,8 @@ async fn relay<C: ClientStream, U: ClientStream>(
     let mut down = Direction::new(early.down, splice);
     let mut idle_timer = IdleTimer::new(idle);
     let mut budget = Unlimited;
+    // What `counters` has been told: each wake-up that moved bytes publishes the difference.
+    let mut published = (0, 0);
     let end = {
         let (mut client_in, mut client_out) = client.split();
         let (mut upstream_in, mut upstream_out) = upstream.split();
@@ -92,6 +106,10 @@ async fn relay<C: ClientStream, U: ClientStream>(
                 &mut budget,
                 &mut moved,
             );
+            if moved {
+                counters.add(up.bytes - published.0, down.bytes - published.1);
+                published = (up.bytes, down.bytes);
+            }
             match (up_state, down_state) {
                 (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => Poll::Ready(End::Failed(e)),
                 (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Poll::Ready(End::Closed),
@@ -151,6 +169,9 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
+    /// Counters no test reads.
+    static COUNTED: Counters = Counters::new();
+
     /// Two connected sockets: (the end kept by the test, the end given to the tunnel).
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -177,6 +198,7 @@ mod tests {
     #[tokio::test]
     async fn both_ways_byte_exact_with_and_without_splice() {
         for splice in [true, false] {
+            let counters: &'static Counters = Box::leak(Box::default());
             let (mut client, client_end) = pair().await;
             let (mut origin, origin_end) = pair().await;
             let early = Early {
@@ -189,6 +211,7 @@ mod tests {
                 early,
                 Duration::from_secs(10),
                 splice && cfg!(target_os = "linux"),
+                counters,
             ));
             let up: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
             let down: Vec<u8> = (0..1 << 20).map(|i| (i % 241) as u8).collect();
@@ -208,6 +231,11 @@ mod tests {
             let outcome = tunnel.await.unwrap();
             assert!(matches!(outcome.end, End::Closed), "{:?}", outcome.end);
             assert_eq!((outcome.up, outcome.down), (6 + (1 << 20), 1 << 20));
+            assert_eq!(
+                counters.get(),
+                (outcome.up, outcome.down),
+                "published as counted"
+            );
         }
     }
 
@@ -222,6 +250,7 @@ mod tests {
             Early::default(),
             Duration::MAX,
             false,
+            &COUNTED,
         ));
         client.write_all(b"ping").await.unwrap();
         let mut got = [0; 4];
@@ -305,6 +334,7 @@ mod tests {
             early,
             Duration::from_secs(10),
             true,
+            &COUNTED,
         ));
         let up: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
         let down: Vec<u8> = (0..1 << 20).map(|i| (i % 241) as u8).collect();

@@ -70,7 +70,9 @@ const PROCESS: &[Entry<Config>] = &[
     },
     Entry {
         specs: status::settings::DIRECTIVES,
-        set: |cx, d, config| status::settings::set(cx, d, &mut config.status_listen),
+        set: |cx, d, config| {
+            status::settings::set(cx, d, &mut config.status_listen, &mut config.status_viewers)
+        },
     },
     Entry {
         specs: access_log::settings::FORMAT_DIRECTIVES,
@@ -146,10 +148,12 @@ const LOCATION_LEVEL: &[Entry<Location>] = &[
 pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
     let mut cx = Cx::new(file, REGISTRY);
     let mut config = Config {
+        file: file.to_string(),
         servers: Vec::new(),
         max_connections: None,
         shutdown_timeout: Duration::from_secs(30),
         status_listen: None,
+        status_viewers: Default::default(),
         warnings: Vec::new(),
     };
     // `log_format`s first, so an `access_log` may name a format wherever it is defined.

@@ -24,7 +24,7 @@ use crate::forward::settings::Forwarding;
 use crate::request::settings::ClientSettings;
 use crate::resolve::settings::DnsSettings;
 use crate::route::Routes;
-use crate::status::settings::StatusListen;
+use crate::status::settings::{StatusListen, Viewers};
 use crate::transport::RealIp;
 
 /// The configuration sluice runs with when no `-c FILE` is given: a loopback listener for HTTPS
@@ -47,6 +47,8 @@ pub const EMBEDDED_NAME: &str = "(embedded default)";
 /// A whole, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file it was read from, as messages name it.
+    pub file: String,
     pub servers: Vec<Server>,
     /// `max_connections`: client connections open at once, over the whole process.
     pub max_connections: Option<usize>,
@@ -54,6 +56,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// `status_listen`: where `/metrics` and `/healthz` are served; off by default.
     pub status_listen: Option<StatusListen>,
+    /// `status_allow` / `status_deny`: who may see `/status` (loopback only by default).
+    pub status_viewers: Viewers,
     /// Directives that were accepted but do nothing, worded for the operator (`file:line` included).
     pub warnings: Vec<String>,
 }

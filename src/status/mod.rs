@@ -1,11 +1,18 @@
 //! The status listener (`status_listen`): `GET /metrics` for Prometheus, `GET /healthz` for
-//! health checks. Plain HTTP/1.1, one request per connection, and never a proxy: a CONNECT or
-//! an absolute-form request gets an error like any other unknown request.
+//! health checks, and the live view of open connections, `GET /status` (HTML) and
+//! `GET /status.json`, for the clients `status_allow` / `status_deny` let see it (loopback
+//! only by default): it names clients and where they go. Plain HTTP/1.1, one request per
+//! connection, and never a proxy: a CONNECT or an absolute-form request gets an error like
+//! any other unknown request.
 
+mod page;
 pub mod settings;
+mod view;
+
+pub use view::publish;
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -66,9 +73,12 @@ pub async fn serve(listener: TcpListener) {
 }
 
 async fn answer(stream: TcpStream) {
+    let Ok(peer) = stream.peer_addr() else {
+        return;
+    };
     let mut conn = Conn::new(stream);
     let response = match read_head(&mut conn, Limits::default(), TIMEOUT, TIMEOUT).await {
-        Ok(head) => respond(&head),
+        Ok(head) => respond(&head, peer.ip()),
         Err(ReadError::Refused(error)) => error.response(),
         Err(ReadError::Closed) => return,
     };
@@ -80,12 +90,55 @@ async fn answer(stream: TcpStream) {
     }
 }
 
-/// The whole response to one request.
-fn respond(head: &Head) -> Vec<u8> {
-    let path = head.target.split('?').next().unwrap_or_default();
-    let known = matches!(path, "/metrics" | "/healthz");
+/// The whole response to one request from `viewer`.
+fn respond(head: &Head, viewer: IpAddr) -> Vec<u8> {
+    let (path, query) = head
+        .target
+        .split_once('?')
+        .unwrap_or((head.target.as_str(), ""));
+    let live = matches!(path, "/status" | "/status.json");
+    let known = live || matches!(path, "/metrics" | "/healthz");
     let body_wanted = head.method != "HEAD";
     match head.method.as_str() {
+        "GET" | "HEAD" if live => {
+            if !view::loaded().viewers.allows(viewer) {
+                log::debug!("status: {viewer} refused {path} (status_allow / status_deny)");
+                return response(
+                    "403 Forbidden",
+                    "text/plain",
+                    b"forbidden: status_allow does not list this address\n",
+                    body_wanted,
+                );
+            }
+            let query = match view::Query::parse(query) {
+                Ok(query) => query,
+                Err(why) => {
+                    let body = format!("bad query: {why}\n");
+                    return response(
+                        "400 Bad Request",
+                        "text/plain",
+                        body.as_bytes(),
+                        body_wanted,
+                    );
+                }
+            };
+            let report = view::Report::take(query);
+            if path == "/status.json" {
+                response(
+                    "200 OK",
+                    "application/json",
+                    report.json().as_bytes(),
+                    body_wanted,
+                )
+            } else {
+                response(
+                    "200 OK",
+                    "text/html; charset=utf-8",
+                    page::render(&report).as_bytes(),
+                    body_wanted,
+                )
+            }
+        }
         "GET" | "HEAD" if path == "/metrics" => response(
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
@@ -110,7 +163,7 @@ fn respond(head: &Head) -> Vec<u8> {
         _ => response(
             "404 Not Found",
             "text/plain",
-            b"not found: try /metrics or /healthz\n",
+            b"not found: try /metrics, /healthz, /status or /status.json\n",
             body_wanted,
         ),
     }
@@ -138,10 +191,11 @@ fn response(status: &str, content_type: &str, body: &[u8], with_body: bool) -> V
 mod tests {
     use super::*;
     use crate::request::parse_head;
+    use std::net::Ipv4Addr;
 
     fn status_of(request: &str) -> String {
         let head = parse_head(request.as_bytes(), Limits::default()).unwrap();
-        let text = String::from_utf8(respond(&head)).unwrap();
+        let text = String::from_utf8(respond(&head, IpAddr::V4(Ipv4Addr::LOCALHOST))).unwrap();
         text.lines().next().unwrap().to_string()
     }
 
