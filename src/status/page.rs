@@ -135,9 +135,9 @@ pub fn render(report: &Report) -> String {
             bytes(v.rate_down as u64),
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "</tbody></table><script>{}</script></body></html>\n",
+        "</tbody></table><script>{}</script></body></html>",
         SCRIPT.replace("REFRESH", &REFRESH.to_string())
     );
     out
