@@ -254,7 +254,7 @@ async fn reload(proxy: &mut Proxy, path: Option<&Path>) -> Option<Config> {
 fn log_status_listener(proxy: &Proxy, config: &Config) {
     if let (Some(addr), Some(status)) = (proxy.status_addr(), &config.status_listen) {
         log::info!(
-            "serving /metrics and /healthz on {addr} (status_listen in {})",
+            "serving /metrics, /healthz and /status on {addr} (status_listen in {})",
             status.origin
         );
     }

@@ -36,9 +36,9 @@ pub fn render(report: &Report) -> String {
          <tr><td>up</td><td id=uptime>{}</td></tr>\
          <tr><td>configuration</td><td><code>{}</code>, loaded {} ago</td></tr>\
          <tr><td>listening on</td><td>{}</td></tr>\
-         <tr><td>open now</td><td id=open>{} connections, {} tunnels</td></tr>\
-         <tr><td>since start</td><td>{} connections, {} tunnels, {} requests; \
-         {} up, {} down (ended ones)</td></tr></table>",
+         <tr><td>open now</td><td id=open>connections: {}, of which tunnels: {}</td></tr>\
+         <tr><td>since start</td><td>connections: {}, tunnels: {}, requests: {}; \
+         {} up, {} down (ended requests and tunnels)</td></tr></table>",
         escape(env!("CARGO_PKG_VERSION")),
         duration(report.uptime),
         escape(&loaded.file),

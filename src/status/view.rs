@@ -258,10 +258,11 @@ pub struct Report {
 impl Report {
     /// Reads the registry now.
     pub fn take(query: Query) -> Report {
-        let mut connections: Vec<View> = live::snapshot()
-            .into_iter()
-            .filter(|v| query.selects(v))
-            .collect();
+        let all = live::snapshot();
+        let mut totals = metrics::get().totals();
+        // The metric counts connections until they become tunnels; here a tunnel stays one.
+        totals.connections_open = all.len() as u64;
+        let mut connections: Vec<View> = all.into_iter().filter(|v| query.selects(v)).collect();
         let matched = connections.len();
         let key = |v: &View| match query.sort {
             Sort::Bytes => (v.bytes_up + v.bytes_down) as f64,
@@ -276,7 +277,7 @@ impl Report {
             loaded: loaded(),
             now,
             uptime: STARTED.get().map_or(0.0, |s| s.0.elapsed().as_secs_f64()),
-            totals: metrics::get().totals(),
+            totals,
             query,
             matched,
             connections,
