@@ -2,6 +2,8 @@
 //! small loopback origins (echo, sink, source) that the tests dial through it.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod json;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
