@@ -43,7 +43,8 @@
 //!   [`settings`] assembles them into a server's [`settings::Config`]. [`template`] expands
 //!   `$variables`.
 //! - [`access_log`] writes one line per request off the event loop; [`metrics`] counts, and
-//!   [`status`] serves the counts (`/metrics`) and `/healthz` on `status_listen`.
+//!   [`status`] serves the counts (`/metrics`), `/healthz` and the live view of open connections
+//!   ([`live`]: `/status`, `/status.json`) on `status_listen`.
 //! - [`manual`] is the man page sluice(8), its directive table built from the same specs.
 
 pub mod access;
