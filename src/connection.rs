@@ -135,14 +135,14 @@ async fn converse<S: ClientStream>(
             return connect(client, &head, entry, &ctx, places, live).await;
         }
         live.set_state(State::Forwarding);
-        live.update(|d| d.destination = live::destination_of(&head));
+        live.update(|d| d.forwarding(&head));
         let result = forward::forward(&mut client, &head, peer, &ctx, &mut entry).await;
         let log = ctx.access_log(entry.location);
         entry.bytes_received = client.buf.consumed() - consumed;
         live.bytes.add(entry.bytes_received, entry.bytes_sent);
         live.update(|d| {
             d.upstream = entry.upstream;
-            d.route = entry.route.as_ref().map(|r| r.name().to_string());
+            d.routed(entry.route.as_ref().map(|r| r.name()));
         });
         match result {
             Ok(Next::KeepAlive) => {
@@ -230,7 +230,7 @@ async fn connect<S: ClientStream>(
     };
     let route = route::pick(ctx, &target);
     entry.route = Some(route.clone());
-    live.update(|d| d.route = Some(route.name().to_string()));
+    live.update(|d| d.routed(Some(route.name())));
     let dialled = upstream::connect(
         ctx,
         &route,

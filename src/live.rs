@@ -233,6 +233,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// authority, or the `Host` field; `:80` when no port is written. Shown while the request is
 /// forwarded (before the forwarder has parsed it).
 pub fn destination_of(head: &Head) -> Option<String> {
+    let (authority, port) = authority_of(head)?;
+    Some(format!("{authority}{port}"))
+}
+
+/// The authority and the port suffix to append to it (`""` or `":80"`).
+fn authority_of(head: &Head) -> Option<(&str, &'static str)> {
     let authority = match head.target.split_once("://") {
         Some((_, rest)) => rest.split(['/', '?', '#']).next().unwrap_or_default(),
         None => std::str::from_utf8(head.header("host")?).ok()?,
@@ -245,11 +251,33 @@ pub fn destination_of(head: &Head) -> Option<String> {
         Some(bracket) => authority[bracket..].contains(':'),
         None => authority.contains(':'),
     };
-    Some(if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    })
+    Some((authority, if has_port { "" } else { ":80" }))
+}
+
+impl Details {
+    /// Notes the destination of a request about to be forwarded; a keep-alive connection to
+    /// the same host (the usual case) allocates nothing.
+    pub fn forwarding(&mut self, head: &Head) {
+        let Some((authority, port)) = authority_of(head) else {
+            self.destination = None;
+            return;
+        };
+        let same = self.destination.as_deref().is_some_and(|known| {
+            known.len() == authority.len() + port.len()
+                && known.starts_with(authority)
+                && known.ends_with(port)
+        });
+        if !same {
+            self.destination = Some(format!("{authority}{port}"));
+        }
+    }
+
+    /// Notes the route a request took, allocating only when it changed.
+    pub fn routed(&mut self, route: Option<&str>) {
+        if self.route.as_deref() != route {
+            self.route = route.map(str::to_string);
+        }
+    }
 }
 
 /// One connection as the page shows it.
@@ -340,5 +368,20 @@ mod tests {
             Some("a.example:81")
         );
         assert_eq!(of("GET / HTTP/1.1\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn a_keep_alive_connection_follows_its_requests() {
+        let head = |text: &str| crate::request::parse_head(text.as_bytes(), Default::default());
+        let mut details = Details::default();
+        details.forwarding(&head("GET http://a.example/ HTTP/1.1\r\n\r\n").unwrap());
+        assert_eq!(details.destination.as_deref(), Some("a.example:80"));
+        details.forwarding(&head("GET http://a.example:80/x HTTP/1.1\r\n\r\n").unwrap());
+        assert_eq!(details.destination.as_deref(), Some("a.example:80"));
+        details.forwarding(&head("GET http://b.example:8080/ HTTP/1.1\r\n\r\n").unwrap());
+        assert_eq!(details.destination.as_deref(), Some("b.example:8080"));
+        details.routed(Some("direct"));
+        details.routed(Some("corp"));
+        assert_eq!(details.route.as_deref(), Some("corp"));
     }
 }
