@@ -2,7 +2,7 @@
 //!
 //! Each client connection registers one [`Connection`] when its conversation starts and the
 //! [`Registered`] guard removes it when the connection (or the tunnel it became) ends. What
-//! the hot path pays: one entry and one short lock of one of [`SHARDS`] maps per connection, a
+//! the hot path pays: one entry and one short lock of one of `SHARDS` maps per connection, a
 //! `Relaxed` atomic store at each state change, and `Relaxed` adds where bytes are already
 //! counted (a tunnel's directions, a forwarded request's totals). Everything else (ages,
 //! rates, sorting) is computed when the page is asked for.
