@@ -142,7 +142,7 @@ async fn converse<S: ClientStream>(
         live.bytes.add(entry.bytes_received, entry.bytes_sent);
         live.update(|d| {
             d.upstream = entry.upstream;
-            d.routed(entry.route.as_ref().map(|r| r.name()));
+            d.routed(entry.route.as_ref());
         });
         match result {
             Ok(Next::KeepAlive) => {
@@ -230,7 +230,7 @@ async fn connect<S: ClientStream>(
     };
     let route = route::pick(ctx, &target);
     entry.route = Some(route.clone());
-    live.update(|d| d.routed(Some(route.name())));
+    live.update(|d| d.routed(Some(&route)));
     let dialled = upstream::connect(
         ctx,
         &route,

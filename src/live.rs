@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::request::Head;
+use crate::route::Route;
 
 /// Insertions and removals of connections on different cores rarely meet on one lock.
 const SHARDS: usize = 16;
@@ -106,8 +107,8 @@ pub struct Details {
     pub destination: Option<String>,
     /// The address connected to: the origin's, or the parent proxy's on a parent route.
     pub upstream: Option<SocketAddr>,
-    /// `direct`, or a parent's name.
-    pub route: Option<String>,
+    /// `direct`, or a parent.
+    pub route: Option<Route>,
     /// Requests read on the connection so far.
     pub requests: u64,
 }
@@ -120,15 +121,18 @@ pub struct Connection {
     /// The client (the PROXY header's source behind a balancer).
     pub client: SocketAddr,
     started: Instant,
-    started_at: SystemTime,
     state: AtomicU8,
     pub bytes: Counters,
     details: Mutex<Details>,
-    rate: Mutex<Sample>,
 }
 
+/// The byte counts of each connection at a page load, and the rate measured up to it: kept
+/// here, not in the connection's entry, so that a connection nobody looks at pays nothing for
+/// rates. Pruned to the open connections at each look.
+static SAMPLES: Mutex<BTreeMap<u64, Sample>> = Mutex::new(BTreeMap::new());
+
 /// The byte counts at a page load, and the rate measured up to it.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Sample {
     at: Instant,
     up: u64,
@@ -149,31 +153,6 @@ impl Connection {
     pub fn update(&self, change: impl FnOnce(&mut Details)) {
         change(&mut lock(&self.details));
     }
-
-    /// `(up, down)` bytes per second: over the time since the previous page load that is at
-    /// least [`RATE_WINDOW`] old, or since the connection started on its first look.
-    fn rate(&self, now: Instant, up: u64, down: u64) -> (f64, f64) {
-        let mut sample = lock(&self.rate);
-        let elapsed = now.saturating_duration_since(sample.at);
-        let first = sample.at == self.started;
-        if elapsed >= RATE_WINDOW || (first && !elapsed.is_zero()) {
-            let seconds = elapsed.as_secs_f64();
-            let rate = (
-                up.saturating_sub(sample.up) as f64 / seconds,
-                down.saturating_sub(sample.down) as f64 / seconds,
-            );
-            if elapsed >= RATE_WINDOW {
-                *sample = Sample {
-                    at: now,
-                    up,
-                    down,
-                    rate,
-                };
-            }
-            return rate;
-        }
-        sample.rate
-    }
 }
 
 /// A registered connection; dropping it removes the connection from the registry.
@@ -188,16 +167,9 @@ impl Registered {
             id,
             client,
             started,
-            started_at: SystemTime::now(),
             state: AtomicU8::new(State::ReadingHead as u8),
             bytes: Counters::default(),
             details: Mutex::default(),
-            rate: Mutex::new(Sample {
-                at: started,
-                up: 0,
-                down: 0,
-                rate: (0.0, 0.0),
-            }),
         });
         lock(shard(id)).insert(id, Arc::clone(&connection));
         Registered(connection)
@@ -272,10 +244,10 @@ impl Details {
         }
     }
 
-    /// Notes the route a request took, allocating only when it changed.
-    pub fn routed(&mut self, route: Option<&str>) {
-        if self.route.as_deref() != route {
-            self.route = route.map(str::to_string);
+    /// Notes the route a request took.
+    pub fn routed(&mut self, route: Option<&Route>) {
+        if self.route.as_ref() != route {
+            self.route = route.cloned();
         }
     }
 }
@@ -300,31 +272,74 @@ pub struct View {
 /// Every open connection, as of now, in no particular order.
 pub fn snapshot() -> Vec<View> {
     let now = Instant::now();
+    let unix_now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     let mut all: Vec<Arc<Connection>> = Vec::new();
     for shard in &REGISTRY {
         all.extend(lock(shard).values().cloned());
     }
-    all.iter()
+    let mut samples = lock(&SAMPLES);
+    let mut kept = BTreeMap::new();
+    let views = all
+        .iter()
         .map(|c| {
             let (bytes_up, bytes_down) = c.bytes.get();
-            let (rate_up, rate_down) = c.rate(now, bytes_up, bytes_down);
+            let age = now.saturating_duration_since(c.started);
+            let sample = samples.remove(&c.id);
+            let sample = rate(sample, now, age, (bytes_up, bytes_down));
+            let (rate_up, rate_down) = sample.rate;
+            kept.insert(c.id, sample);
             View {
                 id: c.id,
                 client: c.client,
                 details: lock(&c.details).clone(),
                 state: c.state(),
-                age: now.saturating_duration_since(c.started),
-                started: c
-                    .started_at
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64()),
+                age,
+                started: unix_now - age.as_secs_f64(),
                 bytes_up,
                 bytes_down,
                 rate_up,
                 rate_down,
             }
         })
-        .collect()
+        .collect();
+    // Connections that closed since the last look are forgotten.
+    *samples = kept;
+    views
+}
+
+/// The rate now: over the time since the previous sample if that is at least [`RATE_WINDOW`]
+/// old (then `now` becomes the sample), since the connection started on its first look.
+fn rate(previous: Option<Sample>, now: Instant, age: Duration, (up, down): (u64, u64)) -> Sample {
+    let per_second = |bytes: u64, over: Duration| {
+        if over.is_zero() {
+            0.0
+        } else {
+            bytes as f64 / over.as_secs_f64()
+        }
+    };
+    match previous {
+        Some(sample) if now.saturating_duration_since(sample.at) < RATE_WINDOW => sample,
+        Some(sample) => {
+            let over = now.saturating_duration_since(sample.at);
+            Sample {
+                at: now,
+                up,
+                down,
+                rate: (
+                    per_second(up.saturating_sub(sample.up), over),
+                    per_second(down.saturating_sub(sample.down), over),
+                ),
+            }
+        }
+        None => Sample {
+            at: now,
+            up,
+            down,
+            rate: (per_second(up, age), per_second(down, age)),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -347,6 +362,28 @@ mod tests {
         assert_eq!(view.details.destination.as_deref(), Some("example.org:443"));
         drop(registered);
         assert!(snapshot().iter().all(|v| v.id != id));
+    }
+
+    #[test]
+    fn rates_over_a_second_or_more_between_looks() {
+        let t0 = Instant::now();
+        let first = rate(None, t0, Duration::from_secs(2), (1000, 4000));
+        assert_eq!(first.rate, (500.0, 2000.0), "the average since the start");
+        let soon = rate(
+            Some(first),
+            t0 + Duration::from_millis(300),
+            Duration::ZERO,
+            (9999, 0),
+        );
+        assert_eq!(soon.rate, first.rate, "too soon: the last rate stands");
+        let later = rate(
+            Some(first),
+            t0 + Duration::from_secs(2),
+            Duration::ZERO,
+            (3000, 4000),
+        );
+        assert_eq!(later.rate, (1000.0, 0.0));
+        assert_eq!((later.up, later.down), (3000, 4000));
     }
 
     #[test]
@@ -380,8 +417,7 @@ mod tests {
         assert_eq!(details.destination.as_deref(), Some("a.example:80"));
         details.forwarding(&head("GET http://b.example:8080/ HTTP/1.1\r\n\r\n").unwrap());
         assert_eq!(details.destination.as_deref(), Some("b.example:8080"));
-        details.routed(Some("direct"));
-        details.routed(Some("corp"));
-        assert_eq!(details.route.as_deref(), Some("corp"));
+        details.routed(Some(&Route::Direct));
+        assert_eq!(details.route, Some(Route::Direct));
     }
 }

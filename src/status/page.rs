@@ -124,7 +124,7 @@ pub fn render(report: &Report) -> String {
             text(d.user.as_deref()),
             text(d.destination.as_deref()),
             text(d.upstream.map(|a| a.to_string()).as_deref()),
-            text(d.route.as_deref()),
+            text(d.route.as_ref().map(|r| r.name())),
             v.state.name(),
             duration(v.age.as_secs_f64()),
             v.bytes_up,

@@ -336,7 +336,7 @@ impl Report {
                 optional(d.user.as_deref()),
                 optional(d.destination.as_deref()),
                 optional(d.upstream.map(|a| a.to_string()).as_deref()),
-                optional(d.route.as_deref()),
+                optional(d.route.as_ref().map(|r| r.name())),
                 string(v.state.name()),
                 v.started,
                 v.age.as_secs_f64(),
