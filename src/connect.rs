@@ -4,14 +4,14 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::config::directive::{HTTP_SERVER, MANY, SERVER, Spec};
+use crate::config::directive::{HTTP_SERVER, HTTP_SERVER_USERS, MANY, SERVER, Spec};
 use crate::config::values::{PortList, parse_ip, parse_ip_and_port};
 use crate::config::{ConfigError, Cx, Directive};
 use crate::template::Template;
 
 pub const DIRECTIVES: &[Spec] = &[
     Spec::used("proxy_connect", SERVER, (0, 0), true),
-    Spec::used("proxy_connect_allow", HTTP_SERVER, (1, MANY), true),
+    Spec::used("proxy_connect_allow", HTTP_SERVER_USERS, (1, MANY), true),
     Spec::used("proxy_connect_connect_timeout", HTTP_SERVER, (1, 1), true),
     Spec::used("proxy_connect_data_timeout", HTTP_SERVER, (1, 1), true),
     Spec::used("proxy_connect_read_timeout", HTTP_SERVER, (1, 1), true),

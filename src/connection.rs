@@ -16,12 +16,15 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::access;
 use crate::access_log::{AccessLog, Client, Entry};
+use crate::config::values::PortList;
 use crate::connect::ConnectVar;
 use crate::context::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
 use crate::forward::{self, Next};
+use crate::limits::rate::{Throttle, Way};
 use crate::limits::{Permit, Places};
 use crate::metrics::{self, Mode};
 use crate::request::{Head, ReadError, read_head};
@@ -153,6 +156,7 @@ async fn converse<S: ClientStream>(
                     client: client.stream,
                     upstream,
                     early,
+                    budgets: throttles(&ctx, &entry),
                 };
                 return hand_over(tunnel, entry, &ctx, places);
             }
@@ -198,7 +202,9 @@ async fn connect<S: ClientStream>(
 ) {
     let config = &ctx.config;
     let log = &config.access_log;
-    let target = match connect_target(head, config) {
+    let user = entry.user.clone();
+    let rules = access::users::rules_for(config, user.as_deref());
+    let target = match connect_target(head, config, rules.connect_ports) {
         Ok(target) => target,
         Err(error) => return refuse_logged(client.stream, entry, log, error).await,
     };
@@ -214,6 +220,7 @@ async fn connect<S: ClientStream>(
         &route,
         Purpose::Tunnel,
         &target,
+        &rules,
         config.connect.address,
         options,
         &mut entry.timings,
@@ -243,6 +250,7 @@ async fn connect<S: ClientStream>(
         client: client.stream,
         upstream: upstream.stream,
         early,
+        budgets: throttles(ctx, &entry),
     };
     hand_over(tunnel, entry, ctx, places);
 }
@@ -252,6 +260,8 @@ struct Tunnel<S> {
     client: S,
     upstream: TcpStream,
     early: Early,
+    /// The bandwidth limits of each direction.
+    budgets: [Throttle; 2],
 }
 
 /// Runs `tunnel` in a task of its own, which holds only what a tunnel needs while the
@@ -295,7 +305,13 @@ async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> 
         tunnel.upstream.as_raw_fd(),
     ];
     let idle = ctx.config.connect.data_timeout;
-    let run = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle);
+    let run = tunnel::run(
+        tunnel.client,
+        tunnel.upstream,
+        tunnel.early,
+        idle,
+        tunnel.budgets,
+    );
     tokio::pin!(run);
     tokio::select! {
         outcome = &mut run => return outcome,
@@ -311,6 +327,13 @@ async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> 
     run.await
 }
 
+/// The bandwidth limits of a tunnel's two directions (up, down), for the request's user.
+fn throttles(ctx: &ServerContext, entry: &Entry) -> [Throttle; 2] {
+    let user = entry.user.as_deref();
+    let rates = access::users::rules_for(&ctx.config, user).rates;
+    [Way::Up, Way::Down].map(|way| Throttle::new(rates, way, entry.client.peer.ip(), user))
+}
+
 /// Adds what a tunnel carried to its request's byte counts.
 fn carried(entry: &mut Entry, outcome: &Outcome) {
     entry.bytes_received += outcome.up;
@@ -320,6 +343,11 @@ fn carried(entry: &mut Entry, outcome: &Outcome) {
 /// Counts a finished request and writes its access log line.
 fn finish(entry: &Entry, log: &AccessLog, mode: Option<Mode>) {
     metrics::get().request(entry.status, mode, entry.bytes_received, entry.bytes_sent);
+    metrics::get().user_request(
+        entry.user.as_deref(),
+        entry.bytes_received,
+        entry.bytes_sent,
+    );
     log.write(entry);
 }
 
@@ -338,14 +366,14 @@ fn drop_underscored(head: &mut Head, peer: SocketAddr) {
     });
 }
 
-/// Checks a CONNECT against this server's policy and parses its target.
-fn connect_target(head: &Head, config: &Server) -> Result<Target, ProxyError> {
+/// Checks a CONNECT against this server's policy (`ports`: the user's) and parses its target.
+fn connect_target(head: &Head, config: &Server, ports: &PortList) -> Result<Target, ProxyError> {
     if !config.connect.enabled {
         return Err(ProxyError::ConnectDisabled);
     }
     forward::refuse_connect_body(head)?;
     let target = Target::parse_authority(&head.target)?;
-    if !config.connect.ports.allows(target.port) {
+    if !ports.allows(target.port) {
         return Err(ProxyError::PortNotAllowed(target.port));
     }
     Ok(target)

@@ -126,6 +126,8 @@ enum Var {
     UpstreamAddr,
     /// `$upstream_proxy`: the parent proxy's name, or `direct`.
     UpstreamProxy,
+    /// `$destination_verdict`: `allow`, `would-deny` (`destination_mode report`) or `deny`.
+    DestinationVerdict,
     Connection,
     ConnectionRequests,
     Pid,
@@ -164,6 +166,7 @@ impl Var {
             "proxy_connect_connect_time" | "upstream_connect_time" => Var::ConnectTime,
             "upstream_addr" => Var::UpstreamAddr,
             "upstream_proxy" => Var::UpstreamProxy,
+            "destination_verdict" => Var::DestinationVerdict,
             "connection" => Var::Connection,
             "connection_requests" => Var::ConnectionRequests,
             "pid" => Var::Pid,
@@ -251,6 +254,10 @@ impl Var {
             },
             Var::UpstreamAddr => match entry.upstream {
                 Some(addr) => text!("{addr}"),
+                None => false,
+            },
+            Var::DestinationVerdict => match entry.timings.verdict {
+                Some(verdict) => text!("{}", verdict.as_str()),
                 None => false,
             },
             Var::ResolveTime => entry.timings.resolve.is_some_and(|t| seconds(out, t)),

@@ -20,6 +20,8 @@ pub enum Context {
     Http,
     Server,
     Location,
+    /// `users NAME... { }` in a server: rules for requests authenticated as those users.
+    Users,
 }
 
 pub const MAIN: &[Context] = &[Context::Main];
@@ -27,6 +29,7 @@ pub const MAIN_HTTP: &[Context] = &[Context::Main, Context::Http];
 pub const HTTP_SERVER: &[Context] = &[Context::Http, Context::Server];
 pub const SERVER: &[Context] = &[Context::Server];
 pub const LOCATION: &[Context] = &[Context::Location];
+pub const HTTP_SERVER_USERS: &[Context] = &[Context::Http, Context::Server, Context::Users];
 pub const HTTP_SERVER_LOCATION: &[Context] = &[Context::Http, Context::Server, Context::Location];
 pub const ANYWHERE: &[Context] = &[
     Context::Main,

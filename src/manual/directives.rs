@@ -75,6 +75,13 @@ pub const HELP: &[Help] = &[
     help("auth_basic_user_file", "FILE", "-", "htpasswd file of the users auth_basic accepts; read at startup and on reload"),
     help("destination_allow", "all | CIDR | HOST | *.HOST | .HOST ...", "-", "destinations allowed; rules are checked in order, the first match wins"),
     help("destination_deny", "all | CIDR | HOST | *.HOST | .HOST ...", "-", "destinations refused (403); after the rules, a built-in list refuses loopback, link-local, multicast and cloud metadata addresses"),
+    help("destination_mode", "enforce | report", "enforce", "report: a request a destination rule would deny is served, logged with $destination_verdict would-deny and counted; the built-in list still refuses"),
+    // Per-user rules and bandwidth.
+    help("users", "NAME ... { ... }", "-", "in a server with auth_basic: destination rules, proxy_connect_allow and limit_rate* for requests authenticated as these names"),
+    help("limit_rate", "RATE", "0 (off)", "bytes per second for each direction of each tunnel and each forwarded response (512k, 4m)"),
+    help("limit_rate_after", "SIZE", "0", "the first SIZE bytes of each tunnel direction or response move unlimited"),
+    help("limit_rate_per_client", "RATE", "0 (off)", "bytes per second shared fairly by all connections of one client address, each direction"),
+    help("limit_rate_per_user", "RATE", "0 (off)", "bytes per second shared fairly by all connections of one authenticated user, each direction"),
     // Plain-HTTP forwarding.
     help("proxy_pass", "http://$http_host$request_uri", "-", "forward plain-HTTP requests to the host in their URI (the only form)"),
     help("proxy_http_allow", "all | PORT | LO-HI ...", "all", "ports a forwarded request may reach"),

@@ -16,11 +16,13 @@ pub use build::directives;
 pub use listen::Listen;
 
 use crate::access::settings::AccessSettings;
+use crate::access::users::UsersBlock;
 use crate::access_log::AccessLog;
 use crate::config::values::PortList;
 use crate::config::{ConfigError, Origin};
 use crate::connect::ConnectSettings;
 use crate::forward::settings::Forwarding;
+use crate::limits::settings::Rates;
 use crate::request::settings::ClientSettings;
 use crate::resolve::settings::DnsSettings;
 use crate::route::Routes;
@@ -107,6 +109,10 @@ pub struct Server {
     pub access: AccessSettings,
     /// `max_connections_per_client`: connections open at once from one client address.
     pub max_connections_per_client: Option<usize>,
+    /// `limit_rate*`: bandwidth limits for everyone not named in a `users` block.
+    pub rates: Rates,
+    /// `users NAME... { }`: other rules for requests authenticated as those names.
+    pub users: Vec<UsersBlock>,
     /// `set_real_ip_from`, `proxy_protocol_timeout`: for `listen ... proxy_protocol`.
     pub real_ip: RealIp,
     /// `access_log`: for CONNECT, refusals, and locations without their own.
@@ -129,6 +135,8 @@ impl Server {
             forwarding: Forwarding::default(),
             access: AccessSettings::default(),
             max_connections_per_client: None,
+            rates: Rates::default(),
+            users: Vec::new(),
             real_ip: RealIp::default(),
             access_log: AccessLog::default(),
             routes: Routes::default(),
