@@ -8,7 +8,8 @@
 //!   otherwise. A tunnel runs two of them.
 //!
 //! Before each read or splice the mover asks a [`Budget`] how many bytes it may take: the one
-//! place where a rate limit will cap a connection. Today's budget is [`Unlimited`].
+//! place where a rate limit caps a connection: [`Unlimited`], or a bandwidth limit's
+//! [`crate::limits::rate::Throttle`].
 
 use std::future::poll_fn;
 use std::io;

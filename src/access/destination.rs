@@ -16,9 +16,10 @@
 //! 6to4, Teredo) is judged by that IPv4 address too: see [`super::embedded`]. The proxy's own
 //! listeners are refused whatever the rules say, by [`super::own`].
 //!
-//! `destination_mode report` turns a rule's denial into a [`Verdict::WouldDeny`]: the request
-//! goes on and the verdict is logged and counted, so an allowlist can meet real traffic before
-//! it bites. The built-in list and the loop guard are never in report mode.
+//! `destination_mode report` turns a rule's denial into a [`Verdict::WouldDeny`]: the rules are
+//! then read on as if that rule were not there, the request goes on, and the verdict is logged
+//! and counted, so an allowlist can meet real traffic before it bites. The built-in list and
+//! the loop guard are never in report mode.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -200,30 +201,45 @@ impl DestinationRules {
     /// any address rule could. `None` means the addresses decide. `Some(Ok)` is no licence for
     /// the addresses: [`DestinationRules::check_addr`] still holds them to the built-in list.
     pub fn check_name(&self, host: &Host) -> Option<Result<Verdict, Denied>> {
+        let mut reported = Verdict::Allow;
         for rule in &self.rules {
             let decided = match (&rule.matcher, host) {
                 (Matcher::All, _) => true,
                 (Matcher::Host(pattern), Host::Name(name)) => pattern.matches(name),
                 (Matcher::Host(_), Host::Ip(_)) => false,
-                (Matcher::Addr(_), _) => return None,
+                (Matcher::Addr(_), _) => break,
             };
             if decided {
-                return Some(self.verdict(rule, host));
+                match self.verdict(rule, host) {
+                    // Report mode: noted, then judged as if the rule were not there.
+                    Ok(Verdict::WouldDeny) => reported = Verdict::WouldDeny,
+                    said => return Some(said.map(|said| said.and(reported))),
+                }
             }
         }
-        None
+        (reported == Verdict::WouldDeny).then_some(Ok(reported))
     }
 
     /// The decision for a name sluice does not resolve (a parent proxy resolves it): the
     /// first host rule (or `all`) that matches decides. Address rules cannot see the name's
     /// addresses and are passed over; no match allows.
     pub fn check_unresolved(&self, name: &Host) -> Result<Verdict, Denied> {
-        let rule = self.rules.iter().find(|rule| match (&rule.matcher, name) {
-            (Matcher::All, _) => true,
-            (Matcher::Host(pattern), Host::Name(name)) => pattern.matches(name),
-            (Matcher::Host(_) | Matcher::Addr(_), _) => false,
-        });
-        rule.map_or(Ok(Verdict::Allow), |rule| self.verdict(rule, name))
+        let mut reported = Verdict::Allow;
+        let matching = self
+            .rules
+            .iter()
+            .filter(|rule| match (&rule.matcher, name) {
+                (Matcher::All, _) => true,
+                (Matcher::Host(pattern), Host::Name(name)) => pattern.matches(name),
+                (Matcher::Host(_) | Matcher::Addr(_), _) => false,
+            });
+        for rule in matching {
+            match self.verdict(rule, name) {
+                Ok(Verdict::WouldDeny) => reported = Verdict::WouldDeny,
+                said => return said.map(|said| said.and(reported)),
+            }
+        }
+        Ok(reported)
     }
 
     /// The decision for one resolved address of `host`. An address that carries an IPv4
@@ -254,15 +270,21 @@ impl DestinationRules {
                 (Matcher::Host(_), Host::Ip(_)) => false,
                 (Matcher::Addr(range), _) => range.contains(judged),
             };
-            if matched {
-                said = self
-                    .verdict(rule, host)
-                    .map_err(|Denied(why)| Denied(format!("{shown}: {why}")))?;
-                if let (Matcher::Addr(range), Verdict::Allow) = (&rule.matcher, said) {
-                    opened = Some(*range);
-                }
-                break;
+            if !matched {
+                continue;
             }
+            let verdict = self
+                .verdict(rule, host)
+                .map_err(|Denied(why)| Denied(format!("{shown}: {why}")))?;
+            if verdict == Verdict::WouldDeny {
+                // Report mode: noted, then judged as if the rule were not there.
+                said = verdict;
+                continue;
+            }
+            if let Matcher::Addr(range) = &rule.matcher {
+                opened = Some(*range);
+            }
+            break;
         }
         match BUILT_IN.iter().find(|(range, _)| range.contains(judged)) {
             Some((range, _)) if opened.is_some_and(|rule| rule.within(range)) => Ok(said),
@@ -342,6 +364,45 @@ mod tests {
         assert!(rules.check_unresolved(&name("fine.test")).is_ok());
         rules.push(rule(false, Matcher::All, 3));
         assert!(rules.check_unresolved(&name("fine.test")).is_err());
+    }
+
+    #[test]
+    fn report_mode_notes_a_denial_and_reads_on_but_keeps_the_built_in_list() {
+        let mut rules = DestinationRules::default();
+        rules.push(rule(
+            false,
+            Matcher::Host(HostPattern::parse(".blocked.test")),
+            1,
+        ));
+        rules.push(rule(
+            false,
+            Matcher::Addr(Cidr::parse("192.0.2.9").unwrap()),
+            2,
+        ));
+        rules.push(rule(
+            true,
+            Matcher::Addr(Cidr::parse("127.0.0.2").unwrap()),
+            3,
+        ));
+        rules.push(rule(false, Matcher::All, 4));
+        assert!(rules.check_name(&name("a.blocked.test")).unwrap().is_err());
+        rules.report = true;
+        let blocked = name("a.blocked.test");
+        assert_eq!(rules.check_name(&blocked), Some(Ok(Verdict::WouldDeny)));
+        assert_eq!(rules.check_unresolved(&blocked), Ok(Verdict::WouldDeny));
+        assert_eq!(
+            rules.check_addr(&blocked, ip("192.0.2.1")),
+            Ok(Verdict::WouldDeny)
+        );
+        let fine = name("fine.test");
+        assert_eq!(
+            rules.check_addr(&fine, ip("192.0.2.9")),
+            Ok(Verdict::WouldDeny)
+        );
+        // A rule further down opens a built-in range; nothing else does, report or not.
+        assert_eq!(rules.check_addr(&fine, ip("127.0.0.2")), Ok(Verdict::Allow));
+        assert!(rules.check_addr(&blocked, ip("127.0.0.1")).is_err());
+        assert!(rules.check_addr(&blocked, ip("169.254.169.254")).is_err());
     }
 
     #[test]

@@ -77,7 +77,11 @@ impl Bucket {
     }
 
     fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        // Another thread may have refilled from a later instant: time never runs back.
+        if now <= self.last {
+            return;
+        }
+        let elapsed = (now - self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity());
     }
