@@ -339,6 +339,47 @@ async fn users_blocks_give_their_users_their_own_reach() {
     );
 }
 
+/// A forwarded request of a user the rules refuse gets `403`, even when an upstream
+/// connection another user opened to the same origin waits in the pool.
+#[tokio::test]
+async fn a_pooled_upstream_connection_is_judged_again_for_each_user() {
+    let origin = Origin::start(|_| ok(b"hello")).await;
+    let dir = TempDir::new();
+    let file = users_file(&dir.0, &["builder", "guest"]);
+    let proxy = Proxy::start(&format!(
+        "server {{\n    listen 127.0.0.1:0;\n    auth_basic \"reach\";\n    \
+         auth_basic_user_file {file};\n    users builder {{ destination_allow 127.0.0.0/8; }}\n    \
+         location / {{ proxy_pass http://$http_host$request_uri; }}\n}}\n"
+    ));
+    let request = |user: &str| {
+        format!(
+            "GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\nProxy-Authorization: {1}\r\n\r\n",
+            origin.addr,
+            basic(user, "secret")
+        )
+    };
+    let mut builder = TcpStream::connect(proxy.addr()).await.unwrap();
+    builder
+        .write_all(request("builder").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let (status, _, body) = read_response(&mut builder, &mut buf, false).await.unwrap();
+    assert_eq!((status, body.as_slice()), (200, &b"hello"[..]));
+    // The builder's upstream connection is idle in the pool now.
+    let guest = exchange(proxy.addr(), request("guest").as_bytes()).await;
+    assert_eq!(guest.status, 403, "{}", guest.head);
+    assert_eq!(
+        origin.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(
+        origin.recorded().len(),
+        1,
+        "the guest's request reached the origin"
+    );
+}
+
 #[test]
 fn users_blocks_are_checked_with_file_and_line() {
     let dir = TempDir::new();
