@@ -255,6 +255,30 @@ async fn connections_of_one_client_share_its_rate_fairly() {
     }
 }
 
+/// A reload keeps the shared budgets: a tunnel opened before it and one opened after it
+/// still share their client's rate.
+#[tokio::test]
+async fn a_reload_keeps_a_client_s_shared_budget() {
+    let limit = 256.0 * 1024.0;
+    let source = endless_source().await;
+    let config = open_config("    limit_rate_per_client 256k;");
+    let proxy = Proxy::start(&config);
+    let mut before = tunnel(proxy.addr(), &source.to_string()).await;
+    std::fs::write(proxy.config_path(), format!("{config}\n# reloaded\n")).unwrap();
+    let outcome = sighup(&proxy).await;
+    assert!(outcome.contains("reloaded "), "{outcome}");
+    let mut after = tunnel(proxy.addr(), &source.to_string()).await;
+    let (a, b) = tokio::join!(
+        rate_over(&mut before, WINDOW),
+        rate_over(&mut after, WINDOW)
+    );
+    assert_near(
+        a + b,
+        limit,
+        "one tunnel from before a reload and one from after it",
+    );
+}
+
 /// `limit_rate_per_user` is shared by every connection of one user, whatever its client;
 /// another user has a budget of its own; the limit of a `users` block applies to its users;
 /// the metrics count delayed bytes, and count users apart only when a `users` block names them.
