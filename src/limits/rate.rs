@@ -1,6 +1,6 @@
 //! Bandwidth limits: `limit_rate`, `limit_rate_after`, `limit_rate_per_client` and
 //! `limit_rate_per_user`, as [`Throttle`]s that the byte mover asks before every read and
-//! splice ([`relay::Budget`]).
+//! splice ([`Budget`]).
 //!
 //! Each limit is a token bucket that fills at its rate and holds a tenth of a second's worth,
 //! so a reader that was scheduled late catches up a little and a new connection cannot burst
