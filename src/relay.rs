@@ -244,7 +244,12 @@ impl Direction {
             return Poll::Ready(Ok(()));
         };
         ready!(socket.poll_read_ready(cx))?;
-        let want = ready!(budget.poll_grant(cx, PIPE_CAPACITY)).clamp(1, PIPE_CAPACITY);
+        let Poll::Ready(want) = budget.poll_grant(cx, PIPE_CAPACITY) else {
+            // Waiting for a rate limit holds no pipe, as waiting for bytes holds none.
+            self.release_pipe();
+            return Poll::Pending;
+        };
+        let want = want.clamp(1, PIPE_CAPACITY);
         let pipe = match self.pipe.take().map_or_else(Pipe::take, Ok) {
             Ok(pipe) => self.pipe.insert(pipe),
             Err(error) => {

@@ -235,6 +235,59 @@ async fn limit_rate_holds_a_forwarded_body_after_its_free_bytes() {
     assert_near(rate, limit as f64, "forwarded body after limit_rate_after");
 }
 
+/// Descriptors open in the process `pid`.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// A tunnel waiting for its budget holds no pipe (two descriptors and up to 256 KiB of kernel
+/// pages each): many slow tunnels cost their sockets, and at most the pool's pipes besides.
+#[tokio::test]
+async fn tunnels_waiting_for_their_budget_hold_no_pipe() {
+    const TUNNELS: usize = 150;
+    /// Empty pipes the proxy keeps for reuse, at most (`splice::POOL_MAX`), two descriptors each.
+    const POOLED: usize = 64;
+    let source = endless_source().await;
+    let proxy = Proxy::start(&open_config("    limit_rate 4k;"));
+    let pid = proxy.pid();
+    let base = open_files(pid);
+    let mut readers = Vec::new();
+    for _ in 0..TUNNELS {
+        let mut stream = tunnel(proxy.addr(), &source.to_string()).await;
+        readers.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 16 * 1024];
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await
+            {
+                if n == 0 {
+                    break;
+                }
+            }
+        }));
+    }
+    // Every tunnel moves bytes now, a grant at a time.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut most = 0;
+    for _ in 0..10 {
+        most = most.max(open_files(pid));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sockets = 2 * TUNNELS;
+    eprintln!(
+        "{TUNNELS} limited tunnels: {} descriptors over the {base} at start",
+        most - base
+    );
+    assert!(
+        most <= base + sockets + 2 * POOLED + 16,
+        "{most} descriptors: {base} at start, {sockets} for the tunnels' sockets, pipes held while waiting"
+    );
+    for reader in readers {
+        reader.abort();
+    }
+}
+
 /// Two tunnels of one client share `limit_rate_per_client`: together they keep to it, and
 /// each gets a fair part of it.
 #[tokio::test]
