@@ -487,6 +487,10 @@ fn users_blocks_are_checked_with_file_and_line() {
             "invalid value \"fast\" in \"limit_rate\" directive",
         ),
         (
+            server("    location / { limit_rate 1m; }"),
+            "\"limit_rate\" in a location is not supported",
+        ),
+        (
             server("    destination_mode audit;"),
             "invalid value \"audit\" in \"destination_mode\" directive",
         ),

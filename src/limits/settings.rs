@@ -1,7 +1,7 @@
 //! `max_connections`, over the whole process, `max_connections_per_client`, per server, and
 //! the bandwidth limits.
 
-use crate::config::directive::{HTTP_SERVER, HTTP_SERVER_USERS, MAIN_HTTP, Spec};
+use crate::config::directive::{Context, HTTP_SERVER, MAIN_HTTP, Spec};
 use crate::config::values::parse_size;
 use crate::config::{ConfigError, Cx, Directive};
 
@@ -26,12 +26,30 @@ pub fn set(
     Ok(())
 }
 
+/// Where the `limit_rate*` directives stand: a location (where nginx also takes
+/// `limit_rate`) refuses them with the reason.
+const RATE_CONTEXTS: &[Context] = &[
+    Context::Http,
+    Context::Server,
+    Context::Location,
+    Context::Users,
+];
+
+/// Why a location refuses them.
+const PER_CONNECTION: &str = "in a location is not supported: sluice limits every tunnel and \
+                              response of a server (or of a users block); move it to the server \
+                              block";
+
 /// `limit_rate*`: bandwidth limits, at http or server level or in a `users` block.
 pub const RATE_DIRECTIVES: &[Spec] = &[
-    Spec::used("limit_rate", HTTP_SERVER_USERS, (1, 1), true),
-    Spec::used("limit_rate_after", HTTP_SERVER_USERS, (1, 1), true),
-    Spec::used("limit_rate_per_client", HTTP_SERVER_USERS, (1, 1), true),
-    Spec::used("limit_rate_per_user", HTTP_SERVER_USERS, (1, 1), true),
+    Spec::used("limit_rate", RATE_CONTEXTS, (1, 1), true)
+        .refused_in(Context::Location, PER_CONNECTION),
+    Spec::used("limit_rate_after", RATE_CONTEXTS, (1, 1), true)
+        .refused_in(Context::Location, PER_CONNECTION),
+    Spec::used("limit_rate_per_client", RATE_CONTEXTS, (1, 1), true)
+        .refused_in(Context::Location, PER_CONNECTION),
+    Spec::used("limit_rate_per_user", RATE_CONTEXTS, (1, 1), true)
+        .refused_in(Context::Location, PER_CONNECTION),
 ];
 
 /// Bytes per second (`0` is off), by what shares them; see [`super::rate`].
