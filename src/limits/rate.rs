@@ -217,16 +217,22 @@ impl Limiter {
     fn grant(&mut self, want: usize) -> Result<usize, Duration> {
         let now = Instant::now();
         let mut granted = want;
-        let mut wait = None::<Duration>;
-        let own = self.own.iter_mut();
-        let mut shared: Vec<_> = self.shares.iter().map(|s| lock(&s.bucket)).collect();
-        for bucket in own.chain(shared.iter_mut().map(|b| &mut **b)) {
-            match bucket.grant(now, granted) {
-                Ok(n) => granted = granted.min(n),
-                Err(w) => wait = Some(wait.map_or(w, |longest| longest.max(w))),
-            }
+        let mut wait = Duration::ZERO;
+        let mut ask = |bucket: &mut Bucket| match bucket.grant(now, granted) {
+            Ok(n) => granted = granted.min(n),
+            Err(w) => wait = wait.max(w),
+        };
+        if let Some(own) = &mut self.own {
+            ask(own);
         }
-        wait.map_or(Ok(granted), Err)
+        for share in &self.shares {
+            ask(&mut lock(&share.bucket));
+        }
+        if wait.is_zero() {
+            Ok(granted)
+        } else {
+            Err(wait)
+        }
     }
 }
 
@@ -235,6 +241,7 @@ impl Budget for Throttle {
         let Some(limiter) = self.0.as_deref_mut() else {
             return Poll::Ready(want);
         };
+        let want = want.max(1);
         if limiter.free > 0 {
             return Poll::Ready(want.min(usize::try_from(limiter.free).unwrap_or(usize::MAX)));
         }
@@ -331,6 +338,23 @@ mod tests {
         assert!(shared().contains_key(&key), "still used");
         drop(two);
         assert!(!shared().contains_key(&key));
+    }
+
+    #[tokio::test]
+    async fn free_bytes_first_then_grants_then_a_wait() {
+        let rates = Rates {
+            per_connection: 10_000,
+            after: 5_000,
+            ..Rates::default()
+        };
+        let mut throttle = Throttle::new(&rates, Way::Down, [127, 0, 0, 1].into(), None);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert_eq!(throttle.poll_grant(&mut cx, 1 << 20), Poll::Ready(5_000));
+        throttle.spent(5_000);
+        // A quarter of a tenth of a second's worth, no more.
+        assert_eq!(throttle.poll_grant(&mut cx, 1 << 20), Poll::Ready(256));
+        throttle.spent(1_024);
+        assert_eq!(throttle.poll_grant(&mut cx, 1 << 20), Poll::Pending);
     }
 
     #[test]
