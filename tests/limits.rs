@@ -383,6 +383,9 @@ async fn connections_of_one_user_share_its_rate_and_named_users_are_counted() {
     assert!(carol.unwrap() > 0.0, "{carol:?}");
     let carol = metric(status, "sluice_user_requests_total{user=\"carol\"}").await;
     assert_eq!(carol, Some(1.0));
+    let down = "sluice_user_bytes_total{user=\"carol\",direction=\"down\"}";
+    let carol = metric(status, down).await;
+    assert!(carol.unwrap() > slow, "{carol:?}");
     let alice = metric(status, "sluice_user_requests_total{user=\"alice\"}").await;
     assert_eq!(alice, None, "alice is named in no users block");
 }
