@@ -459,10 +459,10 @@ fn proxy_connect_allow_all_still_checks_the_other_ports() {
 #[test]
 fn resolver_refusals() {
     assert_refused(
-        &server("    resolver dns.example;"),
+        &server("    resolver dns.example.invalid;"),
         4,
-        "invalid address \"dns.example\" in \"resolver\" directive: \
-         a name server is given by its IP address, optionally with a port",
+        "host not found in resolver \"dns.example.invalid\" (a name server is given by its IP \
+         address, or by a name this machine can resolve)",
     );
     assert_refused(
         &server("    resolver 127.0.0.1 ipv4=off ipv6=off;"),

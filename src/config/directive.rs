@@ -20,6 +20,8 @@ pub enum Context {
     Http,
     Server,
     Location,
+    /// Inside `if (...) { }`, in a server or a location.
+    If,
 }
 
 pub const MAIN: &[Context] = &[Context::Main];
@@ -167,6 +169,16 @@ impl Cx<'_> {
         context: Context,
     ) -> Result<Vec<&'t Directive>, ConfigError> {
         self.start_level();
+        self.check_nested(block, context)
+    }
+
+    /// [`Cx::check`] for a block that belongs to the level around it (`if`), whose marks
+    /// it keeps.
+    pub fn check_nested<'t>(
+        &mut self,
+        block: &'t [Directive],
+        context: Context,
+    ) -> Result<Vec<&'t Directive>, ConfigError> {
         let mut used = Vec::new();
         let mut seen = HashSet::new();
         for directive in block {

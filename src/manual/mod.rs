@@ -242,6 +242,7 @@ fn contexts(spec: &Spec) -> String {
             Context::Http => "http",
             Context::Server => "server",
             Context::Location => "location",
+            Context::If => "if",
         })
         .collect::<Vec<_>>()
         .join(", ")

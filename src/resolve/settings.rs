@@ -81,15 +81,13 @@ fn resolver(cx: &Cx, directive: &Directive) -> Result<ResolverSettings, ConfigEr
                 return Err(cx.error(directive, format!("invalid parameter \"{arg}\"")));
             }
             None => {
-                let (ip, port) = parse_ip_and_port(arg).ok_or_else(|| {
-                    cx.error(
-                        directive,
-                        format!("invalid address \"{arg}\" in \"resolver\" directive: a name server is given by its IP address, optionally with a port"),
-                    )
-                })?;
-                settings
-                    .servers
-                    .push(SocketAddr::new(ip, port.unwrap_or(53)));
+                if let Some((ip, port)) = parse_ip_and_port(arg) {
+                    settings
+                        .servers
+                        .push(SocketAddr::new(ip, port.unwrap_or(53)));
+                    continue;
+                }
+                settings.servers.extend(by_name(cx, directive, arg)?);
             }
         }
     }
@@ -103,4 +101,34 @@ fn resolver(cx: &Cx, directive: &Directive) -> Result<ResolverSettings, ConfigEr
         return Err(cx.error(directive, "\"ipv4\" and \"ipv6\" cannot both be \"off\""));
     }
     Ok(settings)
+}
+
+/// A name server given by name, as nginx allows: looked up once, when the file is read, by
+/// the system's resolver (nginx does the same), every address it has becoming a server.
+fn by_name(cx: &Cx, directive: &Directive, arg: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let with_port = match arg.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() => arg.to_string(),
+        _ => format!("{arg}:53"),
+    };
+    let valid_name = arg
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b));
+    let found: Vec<SocketAddr> = match valid_name {
+        true => with_port
+            .to_socket_addrs()
+            .map(|addrs| addrs.collect())
+            .unwrap_or_default(),
+        false => Vec::new(),
+    };
+    if found.is_empty() {
+        return Err(cx.error(
+            directive,
+            format!(
+                "host not found in resolver \"{arg}\" (a name server is given by its IP \
+                 address, or by a name this machine can resolve)"
+            ),
+        ));
+    }
+    Ok(found)
 }
