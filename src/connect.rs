@@ -29,8 +29,13 @@ pub const DIRECTIVES: &[Spec] = &[
     Spec::used("proxy_connect_response", HTTP_SERVER, (1, 1), true),
     Spec::used("proxy_connect_address", HTTP_SERVER, (1, 1), true),
     Spec::used("proxy_connect_bind", HTTP_SERVER, (1, 2), true),
-    Spec::used("tunnel_pass", &[Context::Server, Context::Location], (0, 1), true)
-        .refused_in(Context::Location, SERVER_ONLY),
+    Spec::used(
+        "tunnel_pass",
+        &[Context::Server, Context::Location],
+        (0, 1),
+        true,
+    )
+    .refused_in(Context::Location, SERVER_ONLY),
     Spec::used("tunnel_connect_timeout", HTTP_SERVER_LOCATION, (1, 1), true)
         .refused_in(Context::Location, SERVER_ONLY),
     Spec::used("tunnel_read_timeout", HTTP_SERVER_LOCATION, (1, 1), true)
@@ -41,8 +46,13 @@ pub const DIRECTIVES: &[Spec] = &[
         .refused_in(Context::Location, SERVER_ONLY),
     Spec::used("tunnel_buffer_size", HTTP_SERVER_LOCATION, (1, 1), true)
         .refused_in(Context::Location, SERVER_ONLY),
-    Spec::used("tunnel_socket_keepalive", HTTP_SERVER_LOCATION, (1, 1), true)
-        .refused_in(Context::Location, SERVER_ONLY),
+    Spec::used(
+        "tunnel_socket_keepalive",
+        HTTP_SERVER_LOCATION,
+        (1, 1),
+        true,
+    )
+    .refused_in(Context::Location, SERVER_ONLY),
     Spec::ignored(
         "tunnel_socket_rcvbuf",
         false,
@@ -332,14 +342,17 @@ impl ConnectSettings {
         if let Some(template) = &self.bind_var {
             let value = variables::render(template, entry);
             if !value.is_empty() {
-                plan.bind = Some(parse_ip(&value).ok_or_else(|| invalid("proxy_connect_bind", &value))?);
+                plan.bind =
+                    Some(parse_ip(&value).ok_or_else(|| invalid("proxy_connect_bind", &value))?);
             }
         }
-        let time = |name: &str| entry.vars.get(name).map(|value| {
-            parse_time(value)
-                .filter(|t| !t.is_zero())
-                .ok_or_else(|| invalid(name, value))
-        });
+        let time = |name: &str| {
+            entry.vars.get(name).map(|value| {
+                parse_time(value)
+                    .filter(|t| !t.is_zero())
+                    .ok_or_else(|| invalid(name, value))
+            })
+        };
         if let Some(timeout) = time("proxy_connect_connect_timeout") {
             plan.connect_timeout = timeout?;
         }

@@ -225,7 +225,10 @@ fn returned(status: u16, text: Option<&str>) -> Vec<u8> {
     let (location, body) = match text {
         Some(url) if redirect => (format!("Location: {url}\r\n"), String::new()),
         Some(text) => (String::new(), text.to_string()),
-        None if status >= 400 => (String::new(), format!("{status} {}\n", reason_phrase(status))),
+        None if status >= 400 => (
+            String::new(),
+            format!("{status} {}\n", reason_phrase(status)),
+        ),
         None => (String::new(), String::new()),
     };
     format!(

@@ -303,7 +303,8 @@ fn authority(head: &crate::request::Head) -> Option<&str> {
         let authority = &rest[..end];
         return Some(authority.rsplit_once('@').map_or(authority, |(_, a)| a));
     }
-    head.header("host").and_then(|v| std::str::from_utf8(v).ok())
+    head.header("host")
+        .and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// `host[:port]` or `[v6][:port]` split at the port.
@@ -431,5 +432,7 @@ impl Vars {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -501,7 +501,7 @@ fn proxy_connect_bind_refusals() {
     assert_refused(
         &server("    proxy_connect_bind $var;"),
         4,
-        "variables in \"proxy_connect_bind\" are not supported",
+        "unknown \"var\" variable",
     );
     assert_refused(
         &server("    proxy_connect_bind localhost;"),
@@ -515,13 +515,13 @@ fn proxy_connect_address_refusals() {
     assert_refused(
         &server("    proxy_connect_address $x;"),
         4,
-        "variables in \"proxy_connect_address\" are not supported",
+        "unknown \"x\" variable",
     );
     assert_refused(
-        &server("    proxy_connect_address upstream.example:443;"),
+        &server("    proxy_connect_address upstream..example:443;"),
         4,
-        "invalid address \"upstream.example:443\" in \"proxy_connect_address\" directive: \
-         an IP address, optionally with a port, is needed",
+        "invalid address \"upstream..example:443\" in \"proxy_connect_address\" directive: \
+         an IP address or a host name, optionally with a port, is needed",
     );
 }
 

@@ -68,7 +68,7 @@ pub fn log_format(cx: &mut Cx, directive: &Directive) -> Result<(), ConfigError>
         &strings.concat(),
         cx.state::<crate::variables::Declared>(),
     )
-        .map_err(|reason| cx.error(directive, reason))?;
+    .map_err(|reason| cx.error(directive, reason))?;
     cx.state::<Formats>()
         .0
         .insert(name.clone(), Arc::new(format));

@@ -123,7 +123,9 @@ fn parse(cx: &Cx, directive: &Directive, declared: &Declared) -> Result<Map, Con
         default: None,
     };
     let body = directive.block.as_deref().unwrap_or_default();
-    let hostnames = body.iter().any(|d| d.name == "hostnames" && d.args.is_empty());
+    let hostnames = body
+        .iter()
+        .any(|d| d.name == "hostnames" && d.args.is_empty());
     for entry in body {
         let key = entry.name.as_str();
         match (key, entry.args.as_slice()) {

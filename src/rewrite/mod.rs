@@ -159,7 +159,8 @@ fn op(cx: &mut Cx, directive: &Directive) -> Result<Op, ConfigError> {
 
 fn parse_op(cx: &mut Cx, directive: &Directive, declared: &Declared) -> Result<Op, ConfigError> {
     let args = &directive.args;
-    let template = |text: &str| variables::parse(text, declared).map_err(|e| cx.error(directive, e));
+    let template =
+        |text: &str| variables::parse(text, declared).map_err(|e| cx.error(directive, e));
     Ok(match directive.name.as_str() {
         "set" => {
             let name = args[0].strip_prefix('$').unwrap_or_default();
@@ -178,8 +179,7 @@ fn parse_op(cx: &mut Cx, directive: &Directive, declared: &Declared) -> Result<O
         "return" => Op::Return(parse_return(cx, directive, declared)?),
         "break" => Op::Break,
         "if" => {
-            let condition =
-                Condition::parse(args, declared).map_err(|e| cx.error(directive, e))?;
+            let condition = Condition::parse(args, declared).map_err(|e| cx.error(directive, e))?;
             let block = directive.block.as_deref().unwrap_or_default();
             let mut body = Vec::new();
             for inner in cx.check_nested(block, Context::If)? {
@@ -191,9 +191,14 @@ fn parse_op(cx: &mut Cx, directive: &Directive, declared: &Declared) -> Result<O
     })
 }
 
-fn parse_return(cx: &Cx, directive: &Directive, declared: &Declared) -> Result<Return, ConfigError> {
+fn parse_return(
+    cx: &Cx,
+    directive: &Directive,
+    declared: &Declared,
+) -> Result<Return, ConfigError> {
     let args = &directive.args;
-    let template = |text: &str| variables::parse(text, declared).map_err(|e| cx.error(directive, e));
+    let template =
+        |text: &str| variables::parse(text, declared).map_err(|e| cx.error(directive, e));
     let is_url = |text: &str| {
         ["http://", "https://", "$scheme"]
             .iter()

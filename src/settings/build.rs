@@ -13,8 +13,8 @@ use super::{Config, Location, LocationMatch, Server, ignored, listen};
 use crate::config::directive::{Context, Entry, MAIN, MAIN_HTTP, SERVER, Spec};
 use crate::config::{ConfigError, Cx, Directive};
 use crate::{
-    access, access_log, connect, forward, limits, parent, request, resolve, rewrite, route,
-    status, transport,
+    access, access_log, connect, forward, limits, parent, request, resolve, rewrite, route, status,
+    transport,
 };
 
 /// The blocks, which this file walks.
