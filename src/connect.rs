@@ -332,7 +332,7 @@ impl ConnectSettings {
             |what: &str, value: &str| ProxyError::BadGateway(format!("invalid {what} \"{value}\""));
         if let Some(template) = &self.address_var {
             let value = variables::render(template, entry);
-            if let Some(address) = parse_ip_and_port(&value) {
+            if let Some(address) = parse_ip_and_port(&value).or_else(|| dotted_quad(&value)) {
                 plan.address = Some(address);
             } else if !value.is_empty() {
                 plan.target = Target::parse_host_port(&value, Some(target.port))
@@ -363,4 +363,24 @@ impl ConnectSettings {
         }
         Ok(plan)
     }
+}
+
+/// `IPv4[:PORT]` where an octet may have leading zeros (`127.0.0.01:8082`), as nginx's
+/// `inet_addr` reads it and proxy_connect configurations write it; each octet is decimal.
+fn dotted_quad(text: &str) -> Option<(IpAddr, Option<u16>)> {
+    let (ip, port) = match text.split_once(':') {
+        Some((ip, port)) => (ip, Some(port.parse().ok()?)),
+        None => (text, None),
+    };
+    let octets: Vec<u8> = ip
+        .split('.')
+        .map(|o| {
+            o.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| o.parse().ok())
+                .flatten()
+        })
+        .collect::<Option<_>>()?;
+    let octets: [u8; 4] = octets.try_into().ok()?;
+    Some((IpAddr::from(octets), port))
 }

@@ -46,6 +46,9 @@ pub enum Var {
     ConnectAddr,
     ResolveTime,
     ConnectTime,
+    /// `$proxy_connect_first_byte_time`: known so that the module's formats load; sluice
+    /// does not measure it, so it is always `-`.
+    FirstByteTime,
     UpstreamAddr,
     /// `$upstream_proxy`: the parent proxy's name, or `direct`.
     UpstreamProxy,
@@ -115,6 +118,7 @@ impl Var {
             "connect_addr" => Var::ConnectAddr,
             "proxy_connect_resolve_time" => Var::ResolveTime,
             "proxy_connect_connect_time" | "upstream_connect_time" => Var::ConnectTime,
+            "proxy_connect_first_byte_time" => Var::FirstByteTime,
             "upstream_addr" => Var::UpstreamAddr,
             "upstream_proxy" => Var::UpstreamProxy,
             "connection" => Var::Connection,
@@ -225,6 +229,7 @@ impl Var {
             },
             Var::ResolveTime => entry.timings.resolve.is_some_and(|t| seconds(out, t)),
             Var::ConnectTime => entry.timings.connect.is_some_and(|t| seconds(out, t)),
+            Var::FirstByteTime => false,
             Var::Connection => text!("{}", entry.client.id),
             Var::ConnectionRequests => text!("{}", entry.requests),
             Var::Pid => text!("{}", std::process::id()),
