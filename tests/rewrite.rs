@@ -253,3 +253,53 @@ fn tunnel_directives_without_effect_warn_with_file_and_line() {
         );
     }
 }
+
+/// `map` and `set` variables, and the request's own, in `proxy_set_header` and in a log
+/// format; the map is read once per request wherever it is used.
+#[tokio::test]
+async fn variables_reach_headers_and_the_log() {
+    let origin = Origin::start(|_| ok(b"fine")).await;
+    let dir = TempDir::new();
+    let log = dir.0.join("access.log");
+    let proxy = Proxy::start(&format!(
+        "http {{\n\
+         map $http_user_agent $client_kind {{ default other; ~*^curl/(\\d+) cli-$1; }}\n\
+         log_format kinds '$client_kind $tag $host $request_port $uri $args';\n\
+         server {{\n\
+             listen 127.0.0.1:0;\n\
+             destination_allow 127.0.0.0/8;\n\
+             access_log {} kinds;\n\
+             location / {{\n\
+                 set $tag \"t-$request_method\";\n\
+                 proxy_pass http://$http_host$request_uri;\n\
+                 proxy_set_header X-Kind $client_kind;\n\
+                 proxy_set_header X-Tag \"$tag $request_port\";\n\
+             }}\n\
+         }}\n}}\n",
+        log.display()
+    ));
+    let port = origin.addr.port();
+    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    let request = format!(
+        "GET http://127.0.0.1:{port}/p?q=1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         User-Agent: CURL/8.5\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let response = read_to_close(&mut stream).await;
+    assert_eq!(response.status, 200, "{}", response.head);
+    let seen = origin.recorded();
+    assert_eq!(seen[0].header("x-kind"), Some("cli-8"));
+    assert_eq!(seen[0].header("x-tag"), Some(&*format!("t-GET {port}")));
+    let line = format!("cli-8 t-GET 127.0.0.1 {port} /p q=1\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(&line)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line {line:?} in the log"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
