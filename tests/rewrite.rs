@@ -303,3 +303,39 @@ async fn variables_reach_headers_and_the_log() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A `hostnames` map picks as nginx's does: the exact name, then the longest leading
+/// wildcard, then a trailing one, then the regexes, then `default`.
+#[tokio::test]
+async fn a_hostnames_map_picks_in_nginx_order() {
+    let proxy = Proxy::start(
+        "http {\n\
+         map $host $which {\n\
+             hostnames;\n\
+             default none;\n\
+             .example.org dot;\n\
+             *.a.example.org star;\n\
+             exact.a.example.org exact;\n\
+             www.example.* tail;\n\
+             ~^re\\.(\\w+)\\.example\\.net$ re-$1;\n\
+         }\n\
+         server { listen 127.0.0.1:0; return 200 \"$which\"; }\n\
+         }\n",
+    );
+    for (host, which) in [
+        ("example.org", "dot"),
+        ("x.example.org", "dot"),
+        ("b.a.example.org", "star"),
+        ("Exact.A.example.org", "exact"),
+        ("www.example.com", "tail"),
+        ("re.zz.example.net", "re-zz"),
+        ("other.net", "none"),
+    ] {
+        let response = answer(proxy.addr(), &format!("{host}:443"), "").await;
+        assert_eq!(
+            (response.status, response.body.as_str()),
+            (200, which),
+            "{host}"
+        );
+    }
+}
