@@ -271,8 +271,13 @@ pub fn run(server: &Server, entry: &mut Entry) -> Result<(), ProxyError> {
     else {
         return Ok(());
     };
+    let ops = &server.locations[index].rewrite.ops;
+    if ops.is_empty() {
+        return Ok(());
+    }
+    // Its answer is logged where the location logs.
     entry.location = Some(index);
-    match exec(&server.locations[index].rewrite.ops, entry) {
+    match exec(ops, entry) {
         Flow::Return(answer) => Err(answer),
         _ => Ok(()),
     }
