@@ -339,3 +339,32 @@ async fn a_hostnames_map_picks_in_nginx_order() {
         );
     }
 }
+
+/// A `return` is logged like any refusal: its status and the variables of its request.
+#[tokio::test]
+async fn a_return_is_logged() {
+    let dir = TempDir::new();
+    let log = dir.0.join("access.log");
+    let proxy = Proxy::start(&format!(
+        "log_format ret '$status $host $request_port $bytes_sent';\n{}",
+        open_config(&format!(
+            "    access_log {} ret;\n    if ($host = \"gone.test\") {{ return 410; }}",
+            log.display()
+        ))
+    ));
+    let response = answer(proxy.addr(), "gone.test:8443", "").await;
+    assert!(
+        response.head.starts_with("HTTP/1.1 410 Gone\r\n"),
+        "{}",
+        response.head
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.starts_with("410 gone.test 8443 ") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "log: {text:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
