@@ -19,7 +19,6 @@ use tokio::net::TcpStream;
 use crate::access;
 use crate::access_log::{AccessLog, Client, Entry};
 use crate::config::values::PortList;
-use crate::connect::ConnectVar;
 use crate::context::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
@@ -28,6 +27,7 @@ use crate::limits::rate::{Throttle, Way};
 use crate::limits::{Permit, Places};
 use crate::metrics::{self, Mode};
 use crate::request::{Head, ReadError, read_head};
+use crate::rewrite;
 use crate::route;
 use crate::settings::Server;
 use crate::stream::Conn;
@@ -119,6 +119,11 @@ async fn converse<S: ClientStream>(
         }
         let mut entry = Entry::new(&who, requests, Some(&head));
         entry.bytes_received = client.buf.consumed() - consumed;
+        // nginx's rewrite phases (`set`, `if`, `return`) come before its access phase.
+        if let Err(answer) = rewrite::run(config, &mut entry) {
+            let log = ctx.access_log(entry.location);
+            return refuse_logged(client.stream, entry, log, answer).await;
+        }
         match admit(&head, peer, &ctx).await {
             Ok(user) => entry.user = user,
             Err(error) => {
@@ -157,6 +162,7 @@ async fn converse<S: ClientStream>(
                     upstream,
                     early,
                     budgets: throttles(&ctx, &entry),
+                    idle: config.connect.data_timeout,
                 };
                 return hand_over(tunnel, entry, &ctx, places);
             }
@@ -209,19 +215,23 @@ async fn connect<S: ClientStream>(
         Err(error) => return refuse_logged(client.stream, entry, log, error).await,
     };
     entry.connect = Some(target.clone());
-    let options = DialOptions {
-        timeout: config.connect.connect_timeout,
-        bind: config.connect.bind,
+    let plan = match config.connect.plan(&target, &entry) {
+        Ok(plan) => plan,
+        Err(error) => return refuse_logged(client.stream, entry, log, error).await,
     };
-    let route = route::pick(ctx, &target);
+    let options = DialOptions {
+        timeout: plan.connect_timeout,
+        bind: plan.bind,
+    };
+    let route = route::pick(ctx, &plan.target);
     entry.route = Some(route.clone());
     let dialled = upstream::connect(
         ctx,
         &route,
         Purpose::Tunnel,
-        &target,
+        &plan.target,
         &rules,
-        config.connect.address,
+        plan.address,
         options,
         &mut entry.timings,
     )
@@ -232,9 +242,12 @@ async fn connect<S: ClientStream>(
     };
     entry.upstream = Some(upstream.addr);
     entry.status = 200;
-    let response = established_response(config, &target, upstream.addr);
+    let response = match plan.response {
+        Some(response) => response,
+        None => established_response(config, &entry),
+    };
     let sent = tokio::time::timeout(
-        config.connect.data_timeout,
+        plan.data_timeout,
         send(&mut client.stream, response.as_bytes()),
     )
     .await;
@@ -251,6 +264,7 @@ async fn connect<S: ClientStream>(
         upstream: upstream.stream,
         early,
         budgets: throttles(ctx, &entry),
+        idle: plan.data_timeout,
     };
     hand_over(tunnel, entry, ctx, places);
 }
@@ -262,6 +276,8 @@ struct Tunnel<S> {
     early: Early,
     /// The bandwidth limits of each direction.
     budgets: [Throttle; 2],
+    /// The longest pause in either direction.
+    idle: Duration,
 }
 
 /// Runs `tunnel` in a task of its own, which holds only what a tunnel needs while the
@@ -304,12 +320,11 @@ async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> 
         tunnel.client.socket().as_raw_fd(),
         tunnel.upstream.as_raw_fd(),
     ];
-    let idle = ctx.config.connect.data_timeout;
     let run = tunnel::run(
         tunnel.client,
         tunnel.upstream,
         tunnel.early,
-        idle,
+        tunnel.idle,
         tunnel.budgets,
     );
     tokio::pin!(run);
@@ -373,27 +388,23 @@ fn connect_target(head: &Head, config: &Server, ports: &PortList) -> Result<Targ
     }
     forward::refuse_connect_body(head)?;
     let target = Target::parse_authority(&head.target)?;
-    if !ports.allows(target.port) {
+    // nginx's `tunnel_pass` checks no port: its users write the ACL with `map` and `if`.
+    let ports_apply = !config.connect.tunnel_pass || config.connect.ports_written;
+    if ports_apply && !ports.allows(target.port) {
         return Err(ProxyError::PortNotAllowed(target.port));
     }
     Ok(target)
 }
 
 /// The head that tells the client its tunnel is open.
-fn established_response(config: &Server, target: &Target, upstream: SocketAddr) -> String {
-    let Some(template) = &config.connect.response else {
-        return format!(
+fn established_response(config: &Server, entry: &Entry) -> String {
+    match &config.connect.response {
+        Some(template) => crate::variables::render(template, entry),
+        None => format!(
             "HTTP/1.1 200 Connection Established\r\nProxy-agent: {}\r\n\r\n",
             crate::AGENT
-        );
-    };
-    let mut response = String::new();
-    template.render_into(&mut response, |var, out| match var {
-        ConnectVar::Host => out.push_str(&target.host.to_string()),
-        ConnectVar::Port => out.push_str(&target.port.to_string()),
-        ConnectVar::Addr => out.push_str(&upstream.to_string()),
-    });
-    response
+        ),
+    }
 }
 
 /// How long a refused client may keep sending before the connection is dropped.

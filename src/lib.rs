@@ -63,6 +63,7 @@ pub mod parent;
 pub mod relay;
 pub mod request;
 pub mod resolve;
+pub mod rewrite;
 pub mod route;
 pub mod server;
 pub mod settings;
@@ -75,6 +76,7 @@ pub mod template;
 pub mod transport;
 pub mod tunnel;
 pub mod upstream;
+pub mod variables;
 
 /// `sluice/<version>`, as sent in `Proxy-agent`.
 pub const AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));

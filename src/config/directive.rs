@@ -22,6 +22,8 @@ pub enum Context {
     Location,
     /// `users NAME... { }` in a server: rules for requests authenticated as those users.
     Users,
+    /// Inside `if (...) { }`, in a server or a location.
+    If,
 }
 
 pub const MAIN: &[Context] = &[Context::Main];
@@ -170,6 +172,16 @@ impl Cx<'_> {
         context: Context,
     ) -> Result<Vec<&'t Directive>, ConfigError> {
         self.start_level();
+        self.check_nested(block, context)
+    }
+
+    /// [`Cx::check`] for a block that belongs to the level around it (`if`), whose marks
+    /// it keeps.
+    pub fn check_nested<'t>(
+        &mut self,
+        block: &'t [Directive],
+        context: Context,
+    ) -> Result<Vec<&'t Directive>, ConfigError> {
         let mut used = Vec::new();
         let mut seen = HashSet::new();
         for directive in block {

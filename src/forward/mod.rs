@@ -115,6 +115,7 @@ pub async fn forward<S: ClientStream>(
         head,
         uri: &uri,
         peer,
+        entry: Some(&*entry),
     };
     let exchange = Exchange {
         ctx,

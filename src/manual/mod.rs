@@ -243,6 +243,7 @@ fn contexts(spec: &Spec) -> String {
             Context::Server => "server",
             Context::Location => "location",
             Context::Users => "users",
+            Context::If => "if",
         })
         .collect::<Vec<_>>()
         .join(", ")

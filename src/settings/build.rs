@@ -13,7 +13,7 @@ use super::{Config, Location, LocationMatch, Server, ignored, listen};
 use crate::config::directive::{Context, Entry, MAIN, MAIN_HTTP, MANY, SERVER, Spec};
 use crate::config::{ConfigError, Cx, Directive};
 use crate::{
-    access, access_log, connect, forward, limits, parent, request, resolve, route, status,
+    access, access_log, connect, forward, limits, parent, request, resolve, rewrite, route, status,
     transport,
 };
 
@@ -49,6 +49,9 @@ const REGISTRY: &[&[Spec]] = &[
     transport::settings::DIRECTIVES,
     parent::settings::DIRECTIVES,
     route::DIRECTIVES,
+    rewrite::MAP_DIRECTIVES,
+    rewrite::DIRECTIVES,
+    rewrite::LUA_DIRECTIVES,
     ignored::DIRECTIVES,
 ];
 
@@ -130,6 +133,14 @@ const SERVER_LEVEL: &[Entry<Server>] = &[
         specs: route::DIRECTIVES,
         set: |cx, d, server| server.routes.set(cx, d),
     },
+    Entry {
+        specs: rewrite::MAP_DIRECTIVES,
+        set: |cx, d, server| server.rewrite.set(cx, d),
+    },
+    Entry {
+        specs: rewrite::DIRECTIVES,
+        set: |cx, d, server| server.rewrite.set(cx, d),
+    },
 ];
 
 /// The directives of a location.
@@ -146,6 +157,10 @@ const LOCATION_LEVEL: &[Entry<Location>] = &[
         specs: access_log::settings::DIRECTIVES,
         set: |cx, d, location| location.access_log.set(cx, d),
     },
+    Entry {
+        specs: rewrite::DIRECTIVES,
+        set: |cx, d, location| location.rewrite.set(cx, d),
+    },
 ];
 
 /// Builds the typed configuration from a parsed file.
@@ -158,6 +173,8 @@ pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
         status_listen: None,
         warnings: Vec::new(),
     };
+    // The variables `set` and `map` declare, so any template may use them wherever they stand.
+    rewrite::declare(tree, cx.state());
     // `log_format`s first, so an `access_log` may name a format wherever it is defined.
     let http_bodies = tree
         .iter()
@@ -315,6 +332,7 @@ fn location(cx: &mut Cx, block: &Directive, server: &Server) -> Result<Location,
         proxy_pass: false,
         forwarding: server.forwarding.clone(),
         access_log: server.access_log.clone(),
+        rewrite: Default::default(),
     };
     let body = block.block.as_deref().unwrap_or_default();
     for directive in cx.check(body, Context::Location)? {

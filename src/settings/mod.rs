@@ -25,6 +25,7 @@ use crate::forward::settings::Forwarding;
 use crate::limits::settings::Rates;
 use crate::request::settings::ClientSettings;
 use crate::resolve::settings::DnsSettings;
+use crate::rewrite::Rewrite;
 use crate::route::Routes;
 use crate::status::settings::StatusListen;
 use crate::transport::RealIp;
@@ -119,6 +120,8 @@ pub struct Server {
     pub access_log: AccessLog,
     /// `route`: which destinations go through a parent proxy.
     pub routes: Routes,
+    /// `set`, `if`, `return` at server level, and the file's `map`s.
+    pub rewrite: Rewrite,
     pub locations: Vec<Location>,
 }
 
@@ -140,6 +143,7 @@ impl Server {
             real_ip: RealIp::default(),
             access_log: AccessLog::default(),
             routes: Routes::default(),
+            rewrite: Rewrite::default(),
             locations: Vec::new(),
         }
     }
@@ -175,6 +179,8 @@ pub struct Location {
     pub forwarding: Forwarding,
     /// `access_log`: the server's unless the location has its own.
     pub access_log: AccessLog,
+    /// `set`, `if`, `return` of this location: run after the server's.
+    pub rewrite: Rewrite,
 }
 
 /// Which paths a location matches.
