@@ -17,7 +17,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::deadline;
 use crate::live::Counters;
-use crate::relay::{Direction, Unlimited};
+use crate::relay::{Budget, Direction};
 use crate::transport::{ClientStream, ReadSide, reset};
 
 /// How a tunnel ended.
@@ -50,13 +50,14 @@ pub struct Early {
     pub down: Vec<u8>,
 }
 
-/// Runs the tunnel until it ends. The bytes it moves are added to `counters` as they move,
-/// for the status page.
-pub async fn run<C: ClientStream, U: ClientStream>(
+/// Runs the tunnel until it ends; `budgets` limit the bytes going up and down. The bytes it
+/// moves are added to `counters` as they move, for the status page.
+pub async fn run<C: ClientStream, U: ClientStream, B: Budget>(
     client: C,
     upstream: U,
     early: Early,
     idle: Duration,
+    budgets: [B; 2],
     counters: &Counters,
 ) -> Outcome {
     relay(
@@ -65,18 +66,20 @@ pub async fn run<C: ClientStream, U: ClientStream>(
         early,
         idle,
         cfg!(target_os = "linux"),
+        budgets,
         counters,
     )
     .await
 }
 
 /// [`run`], with or without `splice(2)`: splice only where both ends are plain sockets.
-async fn relay<C: ClientStream, U: ClientStream>(
+async fn relay<C: ClientStream, U: ClientStream, B: Budget>(
     mut client: C,
     mut upstream: U,
     early: Early,
     idle: Duration,
     splice: bool,
+    [mut up_budget, mut down_budget]: [B; 2],
     counters: &Counters,
 ) -> Outcome {
     let splice =
@@ -84,7 +87,6 @@ async fn relay<C: ClientStream, U: ClientStream>(
     let mut up = Direction::new(early.up, splice);
     let mut down = Direction::new(early.down, splice);
     let mut idle_timer = IdleTimer::new(idle);
-    let mut budget = Unlimited;
     // What `counters` has been told: each wake-up that moved bytes publishes the difference.
     let mut published = (0, 0);
     let end = {
@@ -96,14 +98,14 @@ async fn relay<C: ClientStream, U: ClientStream>(
                 cx,
                 &mut client_in,
                 &mut upstream_out,
-                &mut budget,
+                &mut up_budget,
                 &mut moved,
             );
             let down_state = down.poll(
                 cx,
                 &mut upstream_in,
                 &mut client_out,
-                &mut budget,
+                &mut down_budget,
                 &mut moved,
             );
             if moved {
@@ -166,6 +168,7 @@ impl IdleTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::Unlimited;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
@@ -211,6 +214,7 @@ mod tests {
                 early,
                 Duration::from_secs(10),
                 splice && cfg!(target_os = "linux"),
+                [Unlimited; 2],
                 counters,
             ));
             let up: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
@@ -250,6 +254,7 @@ mod tests {
             Early::default(),
             Duration::MAX,
             false,
+            [Unlimited; 2],
             &COUNTED,
         ));
         client.write_all(b"ping").await.unwrap();
@@ -334,6 +339,7 @@ mod tests {
             early,
             Duration::from_secs(10),
             true,
+            [Unlimited; 2],
             &COUNTED,
         ));
         let up: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
