@@ -31,7 +31,7 @@ use crate::stream::Conn;
 use crate::target::Target;
 use crate::transport::{self, ClientInfo, ClientStream, reset};
 use crate::tunnel::{self, Early, Outcome};
-use crate::upstream::{self, Purpose};
+use crate::upstream::{self, Purpose, UpstreamStream};
 
 /// `$connection`: connections accepted so far.
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
@@ -281,7 +281,7 @@ async fn connect<S: ClientStream>(
 /// A connection that became a tunnel (after a CONNECT's `200` or an upgrade's `101`).
 struct Tunnel<S> {
     client: S,
-    upstream: TcpStream,
+    upstream: UpstreamStream,
     early: Early,
 }
 
@@ -323,7 +323,7 @@ fn hand_over<S: ClientStream>(
 async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> Outcome {
     let sockets = [
         tunnel.client.socket().as_raw_fd(),
-        tunnel.upstream.as_raw_fd(),
+        tunnel.upstream.socket().as_raw_fd(),
     ];
     let idle = ctx.config.connect.data_timeout;
     let run = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle);

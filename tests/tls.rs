@@ -2,7 +2,8 @@
 //! test, and real TLS clients (curl with `--proxy https://`, Python's `ssl`, rustls) over
 //! loopback: CONNECT and plain-HTTP forwarding inside TLS, a mebibyte each way with
 //! half-closes, clients that do not trust the certificate or speak plain HTTP, client
-//! certificates, the `$ssl_*` variables, and certificates swapped by SIGHUP.
+//! certificates, the `$ssl_*` variables, certificates swapped by SIGHUP, and a sluice
+//! reached as a parent over TLS.
 
 mod common;
 
@@ -726,4 +727,56 @@ async fn client_certificates_on_optional_and_missing() {
         }
     }
     assert_eq!(origin.recorded().len(), 3);
+}
+/// A parent's server over TLS, verified against `ssl_trusted_certificate`.
+fn parent_config(parent: SocketAddr, trusted: &str) -> String {
+    format!(
+        "parent corp {{\n    server localhost:{} ssl;\n    ssl_trusted_certificate {trusted};\n}}\n{}",
+        parent.port(),
+        open_config(
+            "    route default corp;\n    location / {\n        proxy_pass http://$http_host$request_uri;\n    }"
+        )
+    )
+}
+
+#[tokio::test]
+async fn a_parent_over_tls_carries_tunnels_and_forwarded_requests() {
+    let Some(pki) = Pki::new() else { return };
+    let parent = Proxy::start(&tls_config(&pki, ""));
+    let child = Proxy::start(&parent_config(parent.addr(), &pki.path("ca.pem")));
+    let echo = echo_server().await;
+    let (mut tunnel, head) = connect(child.addr(), &echo.to_string()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{}", child.log());
+    tunnel.write_all(b"through two proxies").await.unwrap();
+    let mut echoed = [0u8; 19];
+    tunnel.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"through two proxies");
+    drop(tunnel); // its log line is written when it ends
+    parent.wait_for_log("TLS CONNECT").await;
+
+    let origin = Origin::start(|_| ok(b"forwarded")).await;
+    let request = format!(
+        "GET http://{0}/x HTTP/1.1\r\nHost: {0}\r\nConnection: close\r\n\r\n",
+        origin.addr
+    );
+    let response = exchange(child.addr(), request.as_bytes()).await;
+    assert_eq!(response.status, 200, "{}\n{}", response.head, child.log());
+    assert_eq!(response.body, "forwarded");
+    parent.wait_for_log("TLS GET http://").await;
+}
+
+#[tokio::test]
+async fn a_parent_whose_certificate_fails_is_a_502_naming_it() {
+    let Some(pki) = Pki::new() else { return };
+    let parent = Proxy::start(&tls_config(&pki, ""));
+    // Trusting another CA: the parent's certificate does not verify.
+    let other = Pki::new().unwrap();
+    let child = Proxy::start(&parent_config(parent.addr(), &other.path("ca.pem")));
+    let (_, head) = connect(child.addr(), "127.0.0.1:9").await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    let line = child.wait_for_log("502").await;
+    assert!(
+        line.contains("corp") && line.contains("certificate"),
+        "{line}"
+    );
 }
