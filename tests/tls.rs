@@ -787,7 +787,10 @@ async fn a_parent_whose_certificate_fails_is_a_502_naming_it() {
 async fn proxy_protocol_then_tls_in_one_segment() {
     let Some(pki) = Pki::new() else { return };
     let config = tls_config(&pki, "    set_real_ip_from 127.0.0.1;")
-        .replace("listen 127.0.0.1:0 ssl;", "listen 127.0.0.1:0 ssl proxy_protocol;")
+        .replace(
+            "listen 127.0.0.1:0 ssl;",
+            "listen 127.0.0.1:0 ssl proxy_protocol;",
+        )
         .replace("'TLS $request", "'TLS $remote_addr $request");
     let proxy = Proxy::start(&config);
     let origin = Origin::start(|_| ok(b"behind a balancer")).await;
