@@ -47,6 +47,7 @@ const REGISTRY: &[&[Spec]] = &[
     access_log::settings::DIRECTIVES,
     status::settings::DIRECTIVES,
     transport::settings::DIRECTIVES,
+    transport::tls::settings::DIRECTIVES,
     parent::settings::DIRECTIVES,
     route::DIRECTIVES,
     rewrite::MAP_DIRECTIVES,
@@ -130,6 +131,10 @@ const SERVER_LEVEL: &[Entry<Server>] = &[
     Entry {
         specs: transport::settings::DIRECTIVES,
         set: |cx, d, server| server.real_ip.set(cx, d),
+    },
+    Entry {
+        specs: transport::tls::settings::DIRECTIVES,
+        set: |cx, d, server| server.tls.set(cx, d),
     },
     Entry {
         specs: route::DIRECTIVES,
@@ -302,6 +307,10 @@ fn server(cx: &mut Cx, block: &Directive, defaults: &Server) -> Result<Server, C
              the balancers trusted to name the client (trusting everyone would let any client \
              choose its own address)",
         ));
+    }
+    if let Some(listen) = server.listen.iter().find(|l| l.ssl) {
+        let origin = listen.origin.clone();
+        server.tls.build(&origin)?;
     }
     if server.listen.is_empty() {
         return Err(cx.error(
