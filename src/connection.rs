@@ -29,7 +29,7 @@ use crate::route;
 use crate::settings::Server;
 use crate::stream::Conn;
 use crate::target::Target;
-use crate::transport::{self, ClientInfo, ClientStream, reset};
+use crate::transport::{self, ClientInfo, ClientStream};
 use crate::tunnel::{self, Early, Outcome};
 use crate::upstream::{self, Purpose};
 
@@ -43,6 +43,9 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>,
     let Some(done) = transport::handshake(socket, peer, ctx.logs(), None).await else {
         return;
     };
+    if ctx.config.http2.enabled {
+        return crate::http2::serve(done.stream, done.info, done.early, ctx, places).await;
+    }
     converse(done.stream, done.info, done.early, ctx, places).await;
 }
 
@@ -66,12 +69,16 @@ pub async fn serve_proxied(
         return refuse(done.stream, error).await;
     };
     let places = Places::new(process, client);
+    if ctx.config.http2.enabled {
+        return crate::http2::serve(done.stream, done.info, done.early, ctx, places).await;
+    }
     converse(done.stream, done.info, done.early, ctx, places).await;
 }
 
 /// Reads request after request from `stream` until one ends the connection: an error answer,
-/// a close, or a tunnel that takes the stream over.
-async fn converse<S: ClientStream>(
+/// a close, or a tunnel that takes the stream over. An HTTP/2 stream comes here too, as one
+/// HTTP/1.1 exchange over an in-memory pipe ([`crate::http2`]).
+pub(crate) async fn converse<S: ClientStream>(
     stream: S,
     info: ClientInfo,
     early: Vec<u8>,
@@ -85,6 +92,7 @@ async fn converse<S: ClientStream>(
         proxy_protocol: info.proxy_protocol,
         local: info.local,
         id: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
+        http2: info.http2,
     };
     let mut client = Conn::with_bytes(stream, early);
     let mut idle = ctx.config.client.header_timeout;
@@ -139,7 +147,7 @@ async fn converse<S: ClientStream>(
             }
             Ok(Next::Abort) => {
                 finish(&entry, log, Some(Mode::Forward));
-                return reset(client.stream.socket());
+                return client.stream.abort();
             }
             Ok(Next::Upgrade {
                 upstream,
@@ -290,9 +298,10 @@ fn hand_over<S: ClientStream>(
 /// Runs a tunnel to its end, or until the proxy closes every connection (fast shutdown): then
 /// both sockets are shut down, so the tunnel ends at once with its byte counts and is logged.
 async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> Outcome {
+    // An HTTP/2 stream has no socket of its own: its connection closes it.
     let sockets = [
-        tunnel.client.socket().as_raw_fd(),
-        tunnel.upstream.as_raw_fd(),
+        tunnel.client.socket().map(AsRawFd::as_raw_fd),
+        Some(tunnel.upstream.as_raw_fd()),
     ];
     let idle = ctx.config.connect.data_timeout;
     let run = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle);
@@ -301,7 +310,7 @@ async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> 
         outcome = &mut run => return outcome,
         () = ctx.closing() => {}
     }
-    for socket in sockets {
+    for socket in sockets.into_iter().flatten() {
         // SAFETY: `run` owns both sockets until it returns, and it has not returned, so each
         // descriptor is still the tunnel's socket. shutdown(2) changes no memory.
         unsafe {

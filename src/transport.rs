@@ -39,6 +39,8 @@ pub struct ClientInfo {
     pub proxy_protocol: Option<SocketAddr>,
     /// The address it was accepted on, when asked for (`$server_addr`).
     pub local: Option<SocketAddr>,
+    /// The request came in a stream of an HTTP/2 connection (`$server_protocol` HTTP/2.0).
+    pub http2: bool,
 }
 
 /// An accepted socket after its handshake.
@@ -68,6 +70,7 @@ pub async fn handshake(
         tcp_peer: peer,
         proxy_protocol: None,
         local,
+        http2: false,
     };
     let Some(real_ip) = real_ip else {
         return Some(Handshake {
@@ -124,9 +127,18 @@ pub trait ClientStream: ReadSide + WriteSide + 'static {
     /// this costs nothing; another stream may use [`tokio::io::split`].
     fn split(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>);
 
-    /// The TCP connection underneath, for what only a socket can do: a reset close, a
-    /// shutdown when the proxy closes every connection at once.
-    fn socket(&self) -> &TcpStream;
+    /// The TCP connection underneath, for what only a socket can do: a shutdown when the
+    /// proxy closes every connection at once. `None` for a stream that shares its connection
+    /// (an HTTP/2 stream): closing that connection ends it.
+    fn socket(&self) -> Option<&TcpStream>;
+
+    /// Makes the coming close a reset: the peer must not take a cut-off message, or a failed
+    /// transfer, for a complete one. An HTTP/2 stream is reset alone (RST_STREAM).
+    fn abort(&self) {
+        if let Some(socket) = self.socket() {
+            reset(socket);
+        }
+    }
 }
 
 /// The reading direction of a stream.
@@ -171,8 +183,8 @@ impl ClientStream for TcpStream {
         TcpStream::split(self)
     }
 
-    fn socket(&self) -> &TcpStream {
-        self
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self)
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::deadline;
 use crate::relay::{Direction, Unlimited};
-use crate::transport::{ClientStream, ReadSide, reset};
+use crate::transport::{ClientStream, ReadSide};
 
 /// How a tunnel ended.
 #[derive(Debug)]
@@ -102,8 +102,8 @@ async fn relay<C: ClientStream, U: ClientStream>(
     };
     if let End::Failed(_) = end {
         // Pass a reset on as a reset: a plain close could pass for a complete transfer.
-        reset(client.socket());
-        reset(upstream.socket());
+        client.abort();
+        upstream.abort();
     }
     Outcome {
         up: up.bytes,
@@ -284,8 +284,8 @@ mod tests {
             tokio::io::split(self)
         }
 
-        fn socket(&self) -> &TcpStream {
-            &self.0
+        fn socket(&self) -> Option<&TcpStream> {
+            Some(&self.0)
         }
     }
 

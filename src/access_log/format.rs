@@ -10,6 +10,7 @@ use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Entry;
+use crate::request::Head;
 use crate::template::Template;
 
 /// nginx's `combined` format, predefined.
@@ -213,7 +214,7 @@ impl Var {
                 text!("{}.{:03}", since.as_secs(), since.subsec_millis())
             }
             Var::Request => match head {
-                Some(h) => text!("{} {} HTTP/1.{}", h.method, h.target, h.version),
+                Some(h) => text!("{} {} {}", h.method, h.target, protocol(entry, h)),
                 None => false,
             },
             Var::RequestMethod => match head {
@@ -225,7 +226,7 @@ impl Var {
                 None => false,
             },
             Var::ServerProtocol => match head {
-                Some(h) => text!("HTTP/1.{}", h.version),
+                Some(h) => text!("{}", protocol(entry, h)),
                 None => false,
             },
             Var::Status => text!("{:03}", entry.status),
@@ -278,6 +279,16 @@ impl Var {
 }
 
 /// A duration in seconds with millisecond resolution, as nginx writes `$request_time`.
+/// `$server_protocol`: `HTTP/2.0` for a request that came in an HTTP/2 stream (translated to
+/// HTTP/1.1 inside sluice), else the request line's version.
+fn protocol(entry: &Entry, head: &Head) -> &'static str {
+    match (entry.client.http2, head.version) {
+        (true, _) => "HTTP/2.0",
+        (false, 0) => "HTTP/1.0",
+        (false, _) => "HTTP/1.1",
+    }
+}
+
 fn seconds(out: &mut Vec<u8>, time: Duration) -> bool {
     let _ = write!(out, "{}.{:03}", time.as_secs(), time.subsec_millis());
     true

@@ -13,7 +13,7 @@ use super::{Config, Location, LocationMatch, Server, ignored, listen};
 use crate::config::directive::{Context, Entry, MAIN, MAIN_HTTP, SERVER, Spec};
 use crate::config::{ConfigError, Cx, Directive};
 use crate::{
-    access, access_log, connect, forward, limits, parent, request, resolve, route, status,
+    access, access_log, connect, forward, http2, limits, parent, request, resolve, route, status,
     transport,
 };
 
@@ -47,6 +47,8 @@ const REGISTRY: &[&[Spec]] = &[
     transport::settings::DIRECTIVES,
     parent::settings::DIRECTIVES,
     route::DIRECTIVES,
+    http2::settings::DIRECTIVES,
+    http2::settings::OBSOLETE,
     ignored::DIRECTIVES,
 ];
 
@@ -123,6 +125,10 @@ const SERVER_LEVEL: &[Entry<Server>] = &[
     Entry {
         specs: route::DIRECTIVES,
         set: |cx, d, server| server.routes.set(cx, d),
+    },
+    Entry {
+        specs: http2::settings::DIRECTIVES,
+        set: |cx, d, server| server.http2.set(cx, d),
     },
 ];
 
@@ -265,6 +271,9 @@ fn server(cx: &mut Cx, block: &Directive, defaults: &Server) -> Result<Server, C
              choose its own address)",
         ));
     }
+    // `listen ... http2` (nginx before 1.25.1) is `http2 on` for the block: an address
+    // belongs to one block here, so the two cannot differ.
+    server.http2.enabled |= server.listen.iter().any(|l| l.http2);
     if server.listen.is_empty() {
         return Err(cx.error(
             block,

@@ -21,6 +21,7 @@ use crate::config::values::PortList;
 use crate::config::{ConfigError, Origin};
 use crate::connect::ConnectSettings;
 use crate::forward::settings::Forwarding;
+use crate::http2::settings::Http2Settings;
 use crate::request::settings::ClientSettings;
 use crate::resolve::settings::DnsSettings;
 use crate::route::Routes;
@@ -113,6 +114,8 @@ pub struct Server {
     pub access_log: AccessLog,
     /// `route`: which destinations go through a parent proxy.
     pub routes: Routes,
+    /// `http2`, `http2_max_concurrent_streams`: HTTP/2 from clients.
+    pub http2: Http2Settings,
     pub locations: Vec<Location>,
 }
 
@@ -132,6 +135,7 @@ impl Server {
             real_ip: RealIp::default(),
             access_log: AccessLog::default(),
             routes: Routes::default(),
+            http2: Http2Settings::default(),
             locations: Vec::new(),
         }
     }
