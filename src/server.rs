@@ -74,6 +74,8 @@ struct Listener {
     origin: Origin,
     /// `listen ... proxy_protocol`, which a reload may turn on or off on a kept socket.
     proxy_protocol: Arc<AtomicBool>,
+    /// `listen ... ssl`, which a reload may turn on or off on a kept socket.
+    ssl: Arc<AtomicBool>,
     /// The context new connections get; a reload replaces it.
     context: watch::Sender<Arc<ServerContext>>,
     accepting: JoinHandle<()>,
@@ -105,6 +107,7 @@ struct Bound {
     listener: TcpListener,
     origin: Origin,
     proxy_protocol: bool,
+    ssl: bool,
     /// The index of the server block it belongs to.
     server: usize,
 }
@@ -161,6 +164,7 @@ impl Proxy {
                         })?,
                         origin: listen.origin.clone(),
                         proxy_protocol: listen.proxy_protocol,
+                        ssl: listen.ssl,
                         server,
                     }),
                 }
@@ -207,6 +211,7 @@ impl Proxy {
             listener
                 .proxy_protocol
                 .store(listen.proxy_protocol, Ordering::Relaxed);
+            listener.ssl.store(listen.ssl, Ordering::Relaxed);
             listeners.push(listener);
         }
         let mut closed = Vec::new();
@@ -219,10 +224,12 @@ impl Proxy {
             let local = bound.listener.local_addr().map_err(|e| e.to_string())?;
             let (context, current) = watch::channel(Arc::clone(&contexts[bound.server]));
             let proxy_protocol = Arc::new(AtomicBool::new(bound.proxy_protocol));
+            let ssl = Arc::new(AtomicBool::new(bound.ssl));
             let accepting = tokio::spawn(accept_loop(
                 bound.listener,
                 current,
                 Arc::clone(&proxy_protocol),
+                Arc::clone(&ssl),
                 Arc::clone(&self.connections),
                 Arc::clone(&self.refusals),
             ));
@@ -232,6 +239,7 @@ impl Proxy {
                 local,
                 origin: bound.origin,
                 proxy_protocol,
+                ssl,
                 context,
                 accepting,
             });
@@ -395,11 +403,13 @@ fn bind_one(listen: &Listen) -> io::Result<TcpListener> {
 /// clients): it gets a fast 503, or, when many such answers are already being written, is
 /// closed at once. On a `proxy_protocol` listener the TCP peer is the balancer, so the
 /// per-client place is taken by the connection's task once the PROXY header has named the
-/// client (see [`connection::serve_proxied`]).
+/// client (see [`connection::serve_proxied`]); on an `ssl` listener too, since an answer must
+/// go inside TLS.
 async fn accept_loop(
     listener: TcpListener,
     current: watch::Receiver<Arc<ServerContext>>,
     proxy_protocol: Arc<AtomicBool>,
+    ssl: Arc<AtomicBool>,
     connections: Arc<Gauge>,
     refusals: Arc<Semaphore>,
 ) {
@@ -407,9 +417,13 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let context = Arc::clone(&current.borrow());
-                if proxy_protocol.load(Ordering::Relaxed) {
+                let proxied = proxy_protocol.load(Ordering::Relaxed);
+                let tls = ssl.load(Ordering::Relaxed);
+                if proxied || tls {
                     let process = connections.acquire().await;
-                    tokio::spawn(connection::serve_proxied(stream, peer, context, process));
+                    let serving =
+                        connection::serve_proxied(stream, peer, context, process, proxied, tls);
+                    tokio::spawn(serving);
                     continue;
                 }
                 let Some(client_permit) = context.per_client.try_acquire(peer.ip()) else {

@@ -132,6 +132,13 @@ enum Var {
     Pid,
     ServerAddr,
     ServerPort,
+    /// `$ssl_protocol`, `$ssl_cipher`, `$ssl_server_name`, `$ssl_client_s_dn`,
+    /// `$ssl_client_verify`: what the TLS handshake told, on an `ssl` listener.
+    SslProtocol,
+    SslCipher,
+    SslServerName,
+    SslClientSDn,
+    SslClientVerify,
     /// `$http_NAME`: a request header, underscores standing for dashes.
     Http(String),
 }
@@ -170,6 +177,11 @@ impl Var {
             "pid" => Var::Pid,
             "server_addr" => Var::ServerAddr,
             "server_port" => Var::ServerPort,
+            "ssl_protocol" => Var::SslProtocol,
+            "ssl_cipher" => Var::SslCipher,
+            "ssl_server_name" => Var::SslServerName,
+            "ssl_client_s_dn" => Var::SslClientSDn,
+            "ssl_client_verify" => Var::SslClientVerify,
             _ => {
                 let header = name.strip_prefix("http_")?;
                 if header.is_empty() {
@@ -184,6 +196,7 @@ impl Var {
     /// found", written as `-`).
     fn value(&self, entry: &Entry, now: SystemTime, out: &mut Vec<u8>) -> bool {
         let head = entry.head.as_deref();
+        let tls = entry.client.tls.as_deref();
         macro_rules! text {
             ($($arg:tt)*) => {{
                 let _ = write!(out, $($arg)*);
@@ -267,6 +280,17 @@ impl Var {
                 Some(local) => text!("{}", local.port()),
                 None => false,
             },
+            Var::SslProtocol => tls.is_some_and(|t| text!("{}", t.protocol)),
+            Var::SslCipher => tls.is_some_and(|t| text!("{}", t.cipher)),
+            Var::SslServerName => match tls.and_then(|t| t.server_name.as_deref()) {
+                Some(name) => text!("{name}"),
+                None => false,
+            },
+            Var::SslClientSDn => match tls.and_then(|t| t.client.as_ref()) {
+                Some(client) => text!("{}", client.subject),
+                None => false,
+            },
+            Var::SslClientVerify => tls.is_some_and(|t| text!("{}", t.client_verify())),
             Var::Http(name) => match head.and_then(|h| h.header(name)) {
                 Some(value) => {
                     out.extend_from_slice(value);

@@ -42,8 +42,10 @@ const SEND_BUFFER: usize = 64 * 1024;
 /// How long a closing connection may take to write its GOAWAY.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-/// Serves a connection of a server with `http2 on`: HTTP/2 if the client opens with the
-/// HTTP/2 preface, HTTP/1.1 otherwise. `early` holds bytes the transport already read.
+/// Serves a connection of a server with `http2 on`. Over TLS, ALPN decides: `h2` is HTTP/2,
+/// `http/1.1` is HTTP/1.1. Without ALPN (a plain listener, or a TLS client that offered
+/// none), HTTP/2 if the client opens with the HTTP/2 preface (prior knowledge), HTTP/1.1
+/// otherwise. `early` holds bytes the transport already read.
 pub async fn serve<S: ClientStream>(
     mut stream: S,
     info: ClientInfo,
@@ -51,6 +53,12 @@ pub async fn serve<S: ClientStream>(
     ctx: Arc<ServerContext>,
     places: Places,
 ) {
+    let alpn = info.tls.as_ref().and_then(|tls| tls.alpn.as_deref());
+    match alpn {
+        Some(b"h2") => return run(Prefixed::new(early, stream), info, ctx, places).await,
+        Some(_) => return connection::converse(stream, info, early, ctx, places).await,
+        None => {}
+    }
     let idle = ctx.config.client.header_timeout;
     match preface::sniff(&mut stream, early, idle).await {
         Sniffed::Silent => {}
@@ -114,6 +122,7 @@ where
                         continue;
                     }
                     let ctx = ctx.latest();
+                    let info = info.clone();
                     streams.spawn(async move {
                         let _open = metrics::get().http2_stream();
                         exchange::serve(request, respond, ctx, info).await;

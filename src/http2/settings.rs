@@ -117,13 +117,20 @@ mod tests {
         assert_eq!(http2(";").max_concurrent_streams, 128);
         // nginx's obsolete HTTP/2 directives load with a warning.
         let config = parse(";\n    http2_idle_timeout 3m;").unwrap();
-        assert!(config.warnings[0].contains("keepalive_timeout"), "{:?}", config.warnings);
+        assert!(
+            config.warnings[0].contains("keepalive_timeout"),
+            "{:?}",
+            config.warnings
+        );
     }
 
     #[test]
     fn bad_values_name_their_line() {
         let error = parse(";\n    http2 yes;").unwrap_err();
-        assert!(error.contains("proxy.conf:3") && error.contains("\"on\" or \"off\""), "{error}");
+        assert!(
+            error.contains("proxy.conf:3") && error.contains("\"on\" or \"off\""),
+            "{error}"
+        );
         let error = parse(";\n    http2_max_concurrent_streams 0;").unwrap_err();
         assert!(error.contains("proxy.conf:3"), "{error}");
         let error = parse(";\n    http2_max_concurrent_streams 9999999;").unwrap_err();

@@ -45,6 +45,7 @@ const REGISTRY: &[&[Spec]] = &[
     access_log::settings::DIRECTIVES,
     status::settings::DIRECTIVES,
     transport::settings::DIRECTIVES,
+    transport::tls::settings::DIRECTIVES,
     parent::settings::DIRECTIVES,
     route::DIRECTIVES,
     http2::settings::DIRECTIVES,
@@ -121,6 +122,10 @@ const SERVER_LEVEL: &[Entry<Server>] = &[
     Entry {
         specs: transport::settings::DIRECTIVES,
         set: |cx, d, server| server.real_ip.set(cx, d),
+    },
+    Entry {
+        specs: transport::tls::settings::DIRECTIVES,
+        set: |cx, d, server| server.tls.set(cx, d),
     },
     Entry {
         specs: route::DIRECTIVES,
@@ -274,6 +279,10 @@ fn server(cx: &mut Cx, block: &Directive, defaults: &Server) -> Result<Server, C
     // `listen ... http2` (nginx before 1.25.1) is `http2 on` for the block: an address
     // belongs to one block here, so the two cannot differ.
     server.http2.enabled |= server.listen.iter().any(|l| l.http2);
+    if let Some(listen) = server.listen.iter().find(|l| l.ssl) {
+        let origin = listen.origin.clone();
+        server.tls.build(&origin, server.http2.enabled)?;
+    }
     if server.listen.is_empty() {
         return Err(cx.error(
             block,

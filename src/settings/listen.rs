@@ -24,6 +24,8 @@ pub struct Listen {
     pub proxy_protocol: bool,
     /// `http2`: HTTP/2 is served here (as `http2 on;` in the block).
     pub http2: bool,
+    /// `ssl`: every connection starts with a TLS handshake.
+    pub ssl: bool,
 }
 
 /// `listen ADDRESS [PARAMETER...]`; a name may stand for several addresses.
@@ -53,6 +55,7 @@ pub fn set(
     let mut reuseport = false;
     let mut proxy_protocol = false;
     let mut http2 = false;
+    let mut ssl = false;
     for param in &directive.args[1..] {
         let (key, value) = match param.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -63,6 +66,7 @@ pub fn set(
             ("reuseport", None) => reuseport = true,
             ("proxy_protocol", None) => proxy_protocol = true,
             ("http2", None) => http2 = true,
+            ("ssl", None) => ssl = true,
             ("backlog", Some(v)) => {
                 backlog = Some(
                     v.parse::<u32>()
@@ -77,7 +81,7 @@ pub fn set(
                      add a second \"listen\" for the IPv4 address",
                 ));
             }
-            ("ssl" | "http3" | "quic", _) => {
+            ("http3" | "quic", _) => {
                 return Err(cx.error(
                     directive,
                     format!(
@@ -114,6 +118,7 @@ pub fn set(
             reuseport,
             proxy_protocol,
             http2,
+            ssl,
         });
     }
     Ok(())

@@ -27,6 +27,7 @@ use crate::resolve::settings::DnsSettings;
 use crate::route::Routes;
 use crate::status::settings::StatusListen;
 use crate::transport::RealIp;
+use crate::transport::tls::TlsSettings;
 
 /// The configuration sluice runs with when no `-c FILE` is given: a loopback listener for HTTPS
 /// tunnels and plain-HTTP forwarding, using the system's DNS settings.
@@ -110,6 +111,8 @@ pub struct Server {
     pub max_connections_per_client: Option<usize>,
     /// `set_real_ip_from`, `proxy_protocol_timeout`: for `listen ... proxy_protocol`.
     pub real_ip: RealIp,
+    /// `ssl_*`: for `listen ... ssl`.
+    pub tls: TlsSettings,
     /// `access_log`: for CONNECT, refusals, and locations without their own.
     pub access_log: AccessLog,
     /// `route`: which destinations go through a parent proxy.
@@ -133,6 +136,7 @@ impl Server {
             access: AccessSettings::default(),
             max_connections_per_client: None,
             real_ip: RealIp::default(),
+            tls: TlsSettings::default(),
             access_log: AccessLog::default(),
             routes: Routes::default(),
             http2: Http2Settings::default(),
