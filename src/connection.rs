@@ -31,7 +31,7 @@ use crate::stream::Conn;
 use crate::target::Target;
 use crate::transport::{self, ClientInfo, ClientStream};
 use crate::tunnel::{self, Early, Outcome};
-use crate::upstream::{self, Purpose};
+use crate::upstream::{self, Purpose, UpstreamStream};
 
 /// `$connection`: connections accepted so far.
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
@@ -289,7 +289,7 @@ async fn connect<S: ClientStream>(
 /// A connection that became a tunnel (after a CONNECT's `200` or an upgrade's `101`).
 struct Tunnel<S> {
     client: S,
-    upstream: TcpStream,
+    upstream: UpstreamStream,
     early: Early,
 }
 
@@ -332,7 +332,7 @@ async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> 
     // An HTTP/2 stream has no socket of its own: its connection closes it.
     let sockets = [
         tunnel.client.socket().map(AsRawFd::as_raw_fd),
-        Some(tunnel.upstream.as_raw_fd()),
+        Some(tunnel.upstream.socket().as_raw_fd()),
     ];
     let idle = ctx.config.connect.data_timeout;
     let run = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle);

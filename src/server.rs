@@ -362,7 +362,7 @@ impl Draining {
         }
     }
 
-    /// Closes every open tunnel now, and waits briefly (at most [`CLOSE_WAIT`]) until they
+    /// Closes every open tunnel now, and waits briefly (at most `CLOSE_WAIT`) until they
     /// have ended and written their access log lines. Connections still busy after that are
     /// dropped with the runtime.
     pub async fn close(&self) {

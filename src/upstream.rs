@@ -14,7 +14,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::context::ServerContext;
@@ -23,6 +22,10 @@ use crate::error::ProxyError;
 use crate::metrics;
 use crate::route::Route;
 use crate::target::{Host, Target};
+
+mod stream;
+
+pub use stream::UpstreamStream;
 
 /// How long reaching an upstream took, for the access log. A step that did not happen stays
 /// `None` (`proxy_connect_address` skips DNS; a refusal by name skips both).
@@ -37,7 +40,8 @@ pub struct Timings {
 /// A connected upstream.
 #[derive(Debug)]
 pub struct Upstream {
-    pub stream: TcpStream,
+    /// A plain socket, or TLS to a parent's `ssl` server.
+    pub stream: UpstreamStream,
     /// The address connected to (`$upstream_addr`): the origin's on a direct route.
     pub addr: SocketAddr,
     /// The way it was reached.
@@ -181,7 +185,7 @@ async fn direct(
     timings.connect = Some(started.elapsed());
     let (stream, addr) = dialled?;
     Ok(Upstream {
-        stream,
+        stream: stream.into(),
         addr,
         route: Route::Direct,
         early: Vec::new(),

@@ -2,7 +2,8 @@
 //! test, and real TLS clients (curl with `--proxy https://`, Python's `ssl`, rustls) over
 //! loopback: CONNECT and plain-HTTP forwarding inside TLS, a mebibyte each way with
 //! half-closes, clients that do not trust the certificate or speak plain HTTP, client
-//! certificates, the `$ssl_*` variables, and certificates swapped by SIGHUP.
+//! certificates, the `$ssl_*` variables, certificates swapped by SIGHUP, and a sluice
+//! reached as a parent over TLS.
 
 mod common;
 
@@ -726,4 +727,155 @@ async fn client_certificates_on_optional_and_missing() {
         }
     }
     assert_eq!(origin.recorded().len(), 3);
+}
+/// A parent's server over TLS, verified against `ssl_trusted_certificate`.
+fn parent_config(parent: SocketAddr, trusted: &str) -> String {
+    format!(
+        "parent corp {{\n    server localhost:{} ssl;\n    ssl_trusted_certificate {trusted};\n}}\n{}",
+        parent.port(),
+        open_config(
+            "    route default corp;\n    location / {\n        proxy_pass http://$http_host$request_uri;\n    }"
+        )
+    )
+}
+
+#[tokio::test]
+async fn a_parent_over_tls_carries_tunnels_and_forwarded_requests() {
+    let Some(pki) = Pki::new() else { return };
+    let parent = Proxy::start(&tls_config(&pki, ""));
+    let child = Proxy::start(&parent_config(parent.addr(), &pki.path("ca.pem")));
+    let echo = echo_server().await;
+    let (mut tunnel, head) = connect(child.addr(), &echo.to_string()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{}", child.log());
+    tunnel.write_all(b"through two proxies").await.unwrap();
+    let mut echoed = [0u8; 19];
+    tunnel.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"through two proxies");
+    drop(tunnel); // its log line is written when it ends
+    parent.wait_for_log("TLS CONNECT").await;
+
+    let origin = Origin::start(|_| ok(b"forwarded")).await;
+    let request = format!(
+        "GET http://{0}/x HTTP/1.1\r\nHost: {0}\r\nConnection: close\r\n\r\n",
+        origin.addr
+    );
+    let response = exchange(child.addr(), request.as_bytes()).await;
+    assert_eq!(response.status, 200, "{}\n{}", response.head, child.log());
+    assert_eq!(response.body, "forwarded");
+    parent.wait_for_log("TLS GET http://").await;
+}
+
+#[tokio::test]
+async fn a_parent_whose_certificate_fails_is_a_502_naming_it() {
+    let Some(pki) = Pki::new() else { return };
+    let parent = Proxy::start(&tls_config(&pki, ""));
+    // Trusting another CA: the parent's certificate does not verify.
+    let other = Pki::new().unwrap();
+    let child = Proxy::start(&parent_config(parent.addr(), &other.path("ca.pem")));
+    let (_, head) = connect(child.addr(), "127.0.0.1:9").await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+    let line = child.wait_for_log("502").await;
+    assert!(
+        line.contains("corp") && line.contains("certificate"),
+        "{line}"
+    );
+}
+
+/// A PROXY header and the ClientHello in one segment: the header names the client, and the
+/// bytes read past it start the TLS handshake.
+#[tokio::test]
+async fn proxy_protocol_then_tls_in_one_segment() {
+    let Some(pki) = Pki::new() else { return };
+    let config = tls_config(&pki, "    set_real_ip_from 127.0.0.1;")
+        .replace(
+            "listen 127.0.0.1:0 ssl;",
+            "listen 127.0.0.1:0 ssl proxy_protocol;",
+        )
+        .replace("'TLS $request", "'TLS $remote_addr $request");
+    let proxy = Proxy::start(&config);
+    let origin = Origin::start(|_| ok(b"behind a balancer")).await;
+    let client = Arc::new(pki.client_config(None));
+    let addr = proxy.addr();
+    let response = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut tls = rustls::ClientConnection::new(client, name).unwrap();
+        let mut first = b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 3128\r\n".to_vec();
+        tls.write_tls(&mut first).unwrap(); // the ClientHello
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp.write_all(&first).unwrap();
+        let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+        let request = format!(
+            "GET http://{0}/ HTTP/1.1\r\nHost: {0}\r\nConnection: close\r\n\r\n",
+            origin.addr
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = Vec::new();
+        let _ = stream.read_to_end(&mut response);
+        String::from_utf8_lossy(&response).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("behind a balancer"), "{response}");
+    let line = proxy.wait_for_log("TLS 203.0.113.7 GET").await;
+    assert!(line.contains(" 200 proto=TLSv1"), "{line}");
+}
+
+/// Basic authentication works inside TLS and names the user, before a client certificate.
+#[tokio::test]
+async fn basic_auth_inside_tls_names_the_user_before_a_certificate() {
+    let Some(pki) = Pki::new() else { return };
+    if !require_tool("curl") {
+        return;
+    }
+    let htpasswd = pki.path("htpasswd");
+    std::fs::write(&htpasswd, "bob:{PLAIN}secret\n").unwrap();
+    let ca = pki.path("ca.pem");
+    let extra = format!(
+        "    auth_basic proxy;\n    auth_basic_user_file {htpasswd};\n    \
+         ssl_client_certificate {ca};\n    ssl_verify_client optional;"
+    );
+    let proxy = Proxy::start(&tls_config(&pki, &extra));
+    let origin = Origin::start(|_| ok(b"ok")).await;
+    let url = format!("http://{}/", origin.addr);
+    let port = proxy.addr().port();
+    let refused = curl(&[
+        "--proxy",
+        &format!("https://localhost:{port}"),
+        "--proxy-cacert",
+        &ca,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &url,
+    ])
+    .await;
+    assert_eq!(refused.stdout, b"407");
+    let (cert, key) = (pki.path("alice.pem"), pki.path("alice.key"));
+    let admitted = curl(&[
+        "--proxy",
+        &format!("https://bob:secret@localhost:{port}"),
+        "--proxy-cacert",
+        &ca,
+        "--proxy-cert",
+        &cert,
+        "--proxy-key",
+        &key,
+        &url,
+    ])
+    .await;
+    assert_eq!(admitted.stdout, b"ok");
+    let line = proxy.wait_for_log("TLS GET http://").await;
+    let line = if line.contains(" 407 ") {
+        proxy.wait_for_log(" 200 proto").await
+    } else {
+        line
+    };
+    assert!(
+        line.contains("dn=\"CN=alice,O=Example\" verify=SUCCESS user=bob"),
+        "{line}"
+    );
 }

@@ -70,7 +70,7 @@ impl LogFormat {
         LogFormat::parse("combined", Escape::Default, COMBINED).expect("combined parses")
     }
 
-    /// `sluice`: see [`SLUICE`].
+    /// `sluice`: see `SLUICE`.
     pub fn sluice() -> LogFormat {
         LogFormat::parse("sluice", Escape::Default, SLUICE).expect("sluice parses")
     }

@@ -64,7 +64,7 @@ impl Pool {
         let mut found = None;
         while let Some((upstream, since)) = list.pop() {
             *total -= 1;
-            if since.elapsed() < IDLE_TIME && is_quiet(&upstream.stream) {
+            if since.elapsed() < IDLE_TIME && is_quiet(upstream.stream.socket()) {
                 found = Some(upstream);
                 break;
             }
@@ -130,7 +130,7 @@ impl Idle {
     fn retain(&mut self, mut keep: impl FnMut(&TcpStream, Instant) -> bool) {
         let mut total = 0;
         self.by_key.retain(|_, list| {
-            list.retain(|(upstream, since)| keep(&upstream.stream, *since));
+            list.retain(|(upstream, since)| keep(upstream.stream.socket(), *since));
             total += list.len();
             !list.is_empty()
         });
@@ -168,7 +168,7 @@ mod tests {
         let (server, _) = listener.accept().await.unwrap();
         (
             Upstream {
-                stream,
+                stream: stream.into(),
                 addr,
                 route: Route::Direct,
                 early: Vec::new(),

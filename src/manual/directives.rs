@@ -95,7 +95,7 @@ pub const HELP: &[Help] = &[
     help("proxy_via", "on | off", "on", "add Via: 1.1 sluice to forwarded requests and responses"),
     help("proxy_http_version", "1.1", "1.1", "accepted; 1.0 warns, since sluice always speaks HTTP/1.1 upstream"),
     // Parent proxies.
-    help("parent", "NAME { server HOST:PORT [max_fails=N] [fail_timeout=TIME] [backup]; ... credentials_file FILE; }", "-", "a parent proxy that route rules may name: servers tried in order with failover, backups only when every primary is down; credentials_file holds one line user:password"),
+    help("parent", "NAME { server HOST:PORT [max_fails=N] [fail_timeout=TIME] [backup] [ssl]; ... credentials_file FILE; ssl_trusted_certificate FILE; }", "-", "a parent proxy that route rules may name: servers tried in order with failover, backups only when every primary is down; credentials_file holds one line user:password; ssl: TLS to that server, verified against ssl_trusted_certificate (else the system CAs)"),
     help("route", "PATTERN ... NAME | direct", "direct", "send matching destinations (HOST, *.HOST, .HOST, CIDR of IP-literal targets, default) through parent NAME or direct; first match wins"),
     // Logging.
     help("access_log", "PATH | stderr [FORMAT] [buffer=SIZE] [flush=TIME] | off", "off", "one line per request, tunnel and refusal"),

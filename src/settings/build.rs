@@ -53,7 +53,7 @@ const REGISTRY: &[&[Spec]] = &[
     ignored::DIRECTIVES,
 ];
 
-/// Every directive sluice knows, in the order of [`REGISTRY`]: the manual lists them all.
+/// Every directive sluice knows, in the order of `REGISTRY`: the manual lists them all.
 pub fn directives() -> impl Iterator<Item = &'static Spec> {
     REGISTRY.iter().flat_map(|specs| specs.iter())
 }

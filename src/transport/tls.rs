@@ -153,13 +153,20 @@ impl TlsFacts {
 /// A client's stream once TLS is set up.
 pub struct TlsClient(tokio_rustls::server::TlsStream<Prefixed>);
 
-/// The accepted socket, with the bytes a PROXY header's reading took past its end put back
-/// in front: they are the start of the TLS handshake.
+/// The accepted socket under the TLS session. It reads ahead in large chunks: rustls asks
+/// for a few KiB at a time, and a system call for each would cost more than the decryption.
+/// The bytes a PROXY header's reading took past its end start it off: they are the start of
+/// the TLS handshake. Its buffer is held only while bytes arrive.
 pub struct Prefixed {
-    early: Vec<u8>,
-    taken: usize,
+    /// `ahead[start..end]` was read from the socket and not yet given to rustls.
+    ahead: Vec<u8>,
+    start: usize,
+    end: usize,
     socket: TcpStream,
 }
+
+/// How much [`Prefixed`] reads from the socket at once.
+const READ_AHEAD: usize = 64 * 1024;
 
 /// What a first byte tells about a connection to a TLS port.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
@@ -177,8 +184,9 @@ pub async fn accept(
 ) -> Option<(TlsClient, ClientInfo)> {
     let peer = done.info.peer;
     let stream = Prefixed {
-        early: done.early,
-        taken: 0,
+        start: 0,
+        end: done.early.len(),
+        ahead: done.early,
         socket: done.stream,
     };
     let result = tokio::time::timeout(timeout, handshake(acceptor, stream)).await;
@@ -208,7 +216,7 @@ async fn handshake(
     acceptor: &Acceptor,
     mut stream: Prefixed,
 ) -> Result<tokio_rustls::server::TlsStream<Prefixed>, (TlsFailure, String)> {
-    let first = match stream.early.first() {
+    let first = match stream.ahead[stream.start..stream.end].first() {
         Some(&byte) => byte,
         None => {
             let mut byte = [0u8; 1];
@@ -293,17 +301,27 @@ impl AsyncRead for Prefixed {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.taken < this.early.len() {
-            let n = buf.remaining().min(this.early.len() - this.taken);
-            buf.put_slice(&this.early[this.taken..this.taken + n]);
-            this.taken += n;
-            if this.taken == this.early.len() {
-                this.early = Vec::new();
-                this.taken = 0;
+        if this.start == this.end {
+            if buf.remaining() >= READ_AHEAD {
+                return Pin::new(&mut this.socket).poll_read(cx, buf);
             }
-            return Poll::Ready(Ok(()));
+            if this.ahead.len() < READ_AHEAD {
+                this.ahead = vec![0; READ_AHEAD];
+            }
+            let mut into = ReadBuf::new(&mut this.ahead);
+            match Pin::new(&mut this.socket).poll_read(cx, &mut into) {
+                Poll::Ready(Ok(())) => (this.start, this.end) = (0, into.filled().len()),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    this.ahead = Vec::new(); // nothing arrives: hold no buffer
+                    return Poll::Pending;
+                }
+            }
         }
-        Pin::new(&mut this.socket).poll_read(cx, buf)
+        let n = buf.remaining().min(this.end - this.start);
+        buf.put_slice(&this.ahead[this.start..this.start + n]);
+        this.start += n;
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -314,6 +332,19 @@ impl AsyncWrite for Prefixed {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().socket).poll_write(cx, buf)
+    }
+
+    /// rustls hands its queued records over as several slices: one system call for all.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().socket).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
