@@ -568,6 +568,45 @@ async fn an_idle_connection_is_closed_after_keepalive_timeout_but_not_with_a_str
     assert_eq!(read_exactly(&mut body, 5).await, b"alive");
 }
 
+/// Waits until the connection takes no new stream (a GOAWAY came).
+async fn wait_until_refused(client: &Client, target: SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let refused = match client.send.clone().ready().await {
+            Err(_) => true,
+            Ok(mut ready) => match ready.send_request(connect_request(&target.to_string()), true) {
+                Err(_) => true,
+                Ok((response, _)) => tokio::time::timeout(WAIT, response).await.unwrap().is_err(),
+            },
+        };
+        if refused {
+            return;
+        }
+        assert!(Instant::now() < deadline, "new streams are still served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reload_that_removes_the_listener_says_goaway_and_lets_open_streams_finish() {
+    let echo = echo_server().await;
+    let proxy = Proxy::start(&h2_config(""));
+    let mut client = h2_client(proxy.addr()).await;
+    let (response, mut stream) = client.open(connect_request(&echo.to_string())).await;
+    let mut body = response.into_body();
+    // A listener kept across a reload keeps its connections as they are.
+    assert!(sighup(&proxy).await.contains("reloaded"));
+    let (again, _again) = client.open(connect_request(&echo.to_string())).await;
+    assert_eq!(again.status(), 200);
+    // One the new configuration no longer has: GOAWAY, and open streams finish.
+    let moved = h2_config("").replace("listen 127.0.0.1:0", "listen 127.0.0.2:0");
+    std::fs::write(proxy.config_path(), moved).unwrap();
+    assert!(sighup(&proxy).await.contains("reloaded"));
+    wait_until_refused(&client, echo).await;
+    send_data(&mut stream, b"still open", true).await;
+    assert_eq!(read_to_end(&mut body).await.unwrap(), b"still open");
+}
+
 #[tokio::test]
 async fn a_graceful_shutdown_says_goaway_and_lets_open_streams_finish() {
     let echo = echo_server().await;
@@ -577,21 +616,7 @@ async fn a_graceful_shutdown_says_goaway_and_lets_open_streams_finish() {
     let mut body = response.into_body();
     proxy.signal(libc::SIGQUIT);
     // No new stream is served once the GOAWAY has come...
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let refused = match client.send.clone().ready().await {
-            Err(_) => true,
-            Ok(mut ready) => match ready.send_request(connect_request(&echo.to_string()), true) {
-                Err(_) => true,
-                Ok((response, _)) => tokio::time::timeout(WAIT, response).await.unwrap().is_err(),
-            },
-        };
-        if refused {
-            break;
-        }
-        assert!(Instant::now() < deadline, "new streams are still served");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_refused(&client, echo).await;
     // ...while the tunnel opened before carries on until it ends.
     send_data(&mut stream, b"last words", true).await;
     assert_eq!(read_to_end(&mut body).await.unwrap(), b"last words");

@@ -104,7 +104,8 @@ where
     let mut idle_since = Instant::now();
     let mut draining = false;
     loop {
-        let keepalive = ctx.latest().config.client.keepalive_timeout;
+        let latest = ctx.latest();
+        let keepalive = latest.config.client.keepalive_timeout;
         let quiet = streams.is_empty() && !draining;
         let idle = async {
             if quiet {
@@ -153,6 +154,11 @@ where
             }
             () = ctx.stopping(), if !draining => {
                 // GOAWAY: no new streams; those in flight finish.
+                conn.graceful_shutdown();
+                draining = true;
+            }
+            () = latest.retired(), if !draining => {
+                log::debug!("{peer}: HTTP/2 connection's listener removed by a reload: GOAWAY");
                 conn.graceful_shutdown();
                 draining = true;
             }
