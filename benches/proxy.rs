@@ -1118,7 +1118,7 @@ async fn h2_tunnel(proxy: SocketAddr, target: SocketAddr) -> io::Result<Stream> 
     }
     Ok(Box::new(H2Tunnel {
         send,
-        recv: response.into_body(),
+        recv: Some(response.into_body()),
         received: bytes::Bytes::new(),
     }))
 }
@@ -1126,7 +1126,8 @@ async fn h2_tunnel(proxy: SocketAddr, target: SocketAddr) -> io::Result<Stream> 
 /// An HTTP/2 stream as a byte stream: DATA both ways, END_STREAM as the close.
 struct H2Tunnel {
     send: h2::SendStream<bytes::Bytes>,
-    recv: h2::RecvStream,
+    /// Taken by the close (see the `Drop`).
+    recv: Option<h2::RecvStream>,
     /// DATA received and not yet read.
     received: bytes::Bytes,
 }
@@ -1139,12 +1140,15 @@ impl AsyncRead for H2Tunnel {
     ) -> std::task::Poll<io::Result<()>> {
         use std::task::Poll;
         if self.received.is_empty() {
-            match self.recv.poll_data(cx) {
+            let Some(recv) = self.recv.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            match recv.poll_data(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
                 Poll::Ready(Some(Ok(data))) => {
-                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    let _ = recv.flow_control().release_capacity(data.len());
                     self.received = data;
                 }
             }
@@ -1194,6 +1198,24 @@ impl AsyncWrite for H2Tunnel {
     ) -> std::task::Poll<io::Result<()>> {
         let ended = self.send.send_data(bytes::Bytes::new(), true);
         std::task::Poll::Ready(ended.map_err(io::Error::other))
+    }
+}
+
+/// A tunnel's close: END_STREAM, then the rest of the answer read to its END_STREAM in a task
+/// of its own, so that the stream ends cleanly as a socket's close would. (Dropping both
+/// halves would reset the stream, and a client resetting thousands of streams is a rapid-reset
+/// flood that sluice closes with GOAWAY.)
+impl Drop for H2Tunnel {
+    fn drop(&mut self) {
+        let _ = self.send.send_data(bytes::Bytes::new(), true);
+        let Some(mut recv) = self.recv.take() else {
+            return;
+        };
+        tokio::spawn(async move {
+            while let Some(Ok(data)) = recv.data().await {
+                let _ = recv.flow_control().release_capacity(data.len());
+            }
+        });
     }
 }
 

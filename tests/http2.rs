@@ -828,3 +828,66 @@ async fn each_stream_is_logged_as_http2_and_counted() {
         ]
     );
 }
+
+#[tokio::test]
+async fn proxy_authorization_is_checked_per_stream() {
+    let echo = echo_server().await;
+    let dir = TempDir::new();
+    let users = dir.0.join("htpasswd");
+    std::fs::write(&users, "kim:{PLAIN}secret\n").unwrap();
+    let proxy = Proxy::start(&h2_config(&format!(
+        "    auth_basic \"h2 test\";\n    auth_basic_user_file {};",
+        users.display()
+    )));
+    let mut client = h2_client(proxy.addr()).await;
+    // Without credentials: 407 with the challenge, on that stream only.
+    let (refused, _stream) = client.open(connect_request(&echo.to_string())).await;
+    assert_eq!(refused.status(), 407);
+    assert_eq!(
+        refused.headers()["proxy-authenticate"],
+        "Basic realm=\"h2 test\""
+    );
+    // With them, in the proxy-authorization field: the tunnel opens.
+    let request = Request::builder()
+        .method(Method::CONNECT)
+        .uri(echo.to_string())
+        .header("proxy-authorization", basic("kim", "secret"))
+        .body(())
+        .unwrap();
+    let (response, mut stream) = client.open(request).await;
+    assert_eq!(response.status(), 200);
+    send_data(&mut stream, b"let in", true).await;
+    assert_eq!(
+        read_to_end(&mut response.into_body()).await.unwrap(),
+        b"let in"
+    );
+}
+
+#[tokio::test]
+async fn a_connect_with_scheme_or_path_is_a_stream_error() {
+    let echo = echo_server().await;
+    let proxy = Proxy::start(&h2_config(""));
+    let mut raw = Raw::open(proxy.addr()).await;
+    let mut block = raw::connect_block(&echo.to_string());
+    raw::literal(":scheme", b"https", &mut block);
+    raw::literal(":path", b"/", &mut block);
+    raw.send(&raw::frame(raw::HEADERS, raw::END_HEADERS, 1, &block))
+        .await;
+    // The malformed stream is reset (PROTOCOL_ERROR); a good one after it is served.
+    let good = raw::connect_block(&echo.to_string());
+    raw.send(&raw::frame(raw::HEADERS, raw::END_HEADERS, 3, &good))
+        .await;
+    let (mut reset, mut answered) = (None, false);
+    while reset.is_none() || !answered {
+        let (kind, _, id, payload) = raw.next().await.expect("frames before a close");
+        match (kind, id) {
+            (raw::RST_STREAM, 1) => {
+                reset = Some(u32::from_be_bytes(payload[..4].try_into().unwrap()));
+            }
+            (raw::HEADERS, 3) => answered = true,
+            (raw::HEADERS | raw::GOAWAY, _) => panic!("frame {kind} on stream {id}"),
+            _ => {}
+        }
+    }
+    assert_eq!(reset, Some(0x1));
+}

@@ -51,7 +51,7 @@ pub async fn serve(
     info: ClientInfo,
 ) {
     let (parts, body) = request.into_parts();
-    let exchange = match translate(&parts, body.is_end_stream()) {
+    let mut exchange = match translate(&parts, body.is_end_stream()) {
         Ok(exchange) => exchange,
         Err(why) => {
             // A malformed request is a stream error (RFC 9113 §8.1.1).
@@ -65,7 +65,7 @@ pub async fn serve(
         http2: true,
         ..info
     };
-    let head = exchange.head.clone();
+    let head = std::mem::take(&mut exchange.head);
     let proxy = connection::converse(proxy_end, info, head, ctx, Places::none());
     let bridge = bridge(stream_end, body, respond, &exchange);
     tokio::join!(proxy, bridge);
