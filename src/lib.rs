@@ -30,8 +30,8 @@
 //!   rules, [`resolve`], then [`dial`]; on a parent route, [`parent`]'s servers with failover.
 //! - [`tunnel`] moves bytes both ways, passing half-closes on, until both directions are done.
 //! - [`relay`] is the one byte mover: every read, timed write and tunnel direction, on Linux
-//!   through [`splice`] pipes between plain sockets, and the [`relay::Budget`] a rate limit
-//!   will plug into.
+//!   through [`splice`] pipes between plain sockets, asking a [`relay::Budget`] (a bandwidth
+//!   limit of [`limits::rate`], or none) before each read.
 //! - [`http2`] serves HTTP/2 connections (`http2 on`): each stream is one exchange of the
 //!   HTTP/1.1 pipeline above, through an in-memory pipe.
 //! - [`forward`] forwards plain-HTTP requests: header hygiene, strict framing, streamed bodies,
@@ -66,6 +66,7 @@ pub mod parent;
 pub mod relay;
 pub mod request;
 pub mod resolve;
+pub mod rewrite;
 pub mod route;
 pub mod server;
 pub mod settings;
@@ -78,6 +79,7 @@ pub mod template;
 pub mod transport;
 pub mod tunnel;
 pub mod upstream;
+pub mod variables;
 
 /// `sluice/<version>`, as sent in `Proxy-agent`.
 pub const AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));

@@ -195,6 +195,12 @@ impl Proxy {
 
         // Nothing can fail from here on.
         self.connections.set_limit(config.max_connections);
+        let named = config
+            .servers
+            .iter()
+            .flat_map(|s| &s.users)
+            .flat_map(|b| &b.names);
+        crate::metrics::get().name_users(named.map(String::as_str));
         for (context, server) in contexts.iter().zip(&config.servers) {
             context
                 .per_client

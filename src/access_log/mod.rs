@@ -6,7 +6,7 @@
 //! line is dropped and counted. The writer keeps files by path and outlives any one
 //! configuration, so a reload only builds new [`AccessLog`] handles.
 
-mod format;
+pub(crate) mod format;
 pub mod settings;
 mod writer;
 
@@ -28,6 +28,7 @@ use crate::route::Route;
 use crate::target::Target;
 use crate::transport::tls::TlsFacts;
 use crate::upstream::Timings;
+use crate::variables::Vars;
 
 /// Where lines go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -127,6 +128,8 @@ pub struct Entry<'a> {
     /// The location that served a forwarded request (its index in the server's `locations`):
     /// its access log is the one written.
     pub location: Option<usize>,
+    /// The request's `set` and `map` variables and regex captures.
+    pub vars: Vars,
 }
 
 impl<'a> Entry<'a> {
@@ -147,6 +150,7 @@ impl<'a> Entry<'a> {
             route: None,
             timings: Timings::default(),
             location: None,
+            vars: Vars::default(),
         }
     }
 
@@ -178,6 +182,7 @@ impl<'a> Entry<'a> {
             route: self.route,
             timings: self.timings,
             location: self.location,
+            vars: self.vars,
         }
     }
 }

@@ -16,14 +16,17 @@ pub use build::directives;
 pub use listen::Listen;
 
 use crate::access::settings::AccessSettings;
+use crate::access::users::UsersBlock;
 use crate::access_log::AccessLog;
 use crate::config::values::PortList;
 use crate::config::{ConfigError, Origin};
 use crate::connect::ConnectSettings;
 use crate::forward::settings::Forwarding;
 use crate::http2::settings::Http2Settings;
+use crate::limits::settings::Rates;
 use crate::request::settings::ClientSettings;
 use crate::resolve::settings::DnsSettings;
+use crate::rewrite::Rewrite;
 use crate::route::Routes;
 use crate::status::settings::StatusListen;
 use crate::transport::RealIp;
@@ -109,6 +112,10 @@ pub struct Server {
     pub access: AccessSettings,
     /// `max_connections_per_client`: connections open at once from one client address.
     pub max_connections_per_client: Option<usize>,
+    /// `limit_rate*`: bandwidth limits for everyone not named in a `users` block.
+    pub rates: Rates,
+    /// `users NAME... { }`: other rules for requests authenticated as those names.
+    pub users: Vec<UsersBlock>,
     /// `set_real_ip_from`, `proxy_protocol_timeout`: for `listen ... proxy_protocol`.
     pub real_ip: RealIp,
     /// `ssl_*`: for `listen ... ssl`.
@@ -119,6 +126,8 @@ pub struct Server {
     pub routes: Routes,
     /// `http2`, `http2_max_concurrent_streams`: HTTP/2 from clients.
     pub http2: Http2Settings,
+    /// `set`, `if`, `return` at server level, and the file's `map`s.
+    pub rewrite: Rewrite,
     pub locations: Vec<Location>,
 }
 
@@ -135,11 +144,14 @@ impl Server {
             forwarding: Forwarding::default(),
             access: AccessSettings::default(),
             max_connections_per_client: None,
+            rates: Rates::default(),
+            users: Vec::new(),
             real_ip: RealIp::default(),
             tls: TlsSettings::default(),
             access_log: AccessLog::default(),
             routes: Routes::default(),
             http2: Http2Settings::default(),
+            rewrite: Rewrite::default(),
             locations: Vec::new(),
         }
     }
@@ -175,6 +187,8 @@ pub struct Location {
     pub forwarding: Forwarding,
     /// `access_log`: the server's unless the location has its own.
     pub access_log: AccessLog,
+    /// `set`, `if`, `return` of this location: run after the server's.
+    pub rewrite: Rewrite,
 }
 
 /// Which paths a location matches.
