@@ -16,7 +16,10 @@
 //!
 //! sluice also listens with TLS (`listen ... ssl`, a certificate made by the `openssl` CLI):
 //! the `tls` figure runs the tunnel loads (`t1`, `t16`, `setup`, the TLS handshake included)
-//! through it too, and a second table gives them beside the plain listener's.
+//! through it too, and a second table gives them beside the plain listener's. The `h2` figure
+//! runs `setup` and `t16` once more through the same TLS listener with HTTP/2 (ALPN `h2`, the
+//! server has `http2 on`): every tunnel of a load is a stream of one TLS connection, against
+//! one TLS connection per tunnel with HTTP/1.1, in a third table.
 //!
 //! Origins and load generator run on two separate tokio runtimes in this process; sluice runs in
 //! its own process, restarted before each repeat so that memory is always measured on a fresh one.
@@ -60,8 +63,9 @@ const USAGE: &str =
   --seconds S   length of each timed load (default 5)
   --repeat R    runs of the whole matrix, medians printed (default 1)
   --idle N      tunnels held for the memory figure (default 5000)
-  --only LIST   comma-separated subset of: start,idle,setup,t1,t16,http,tls
-                (tls: the setup, t1 and t16 loads also through the TLS listener)";
+  --only LIST   comma-separated subset of: start,idle,setup,t1,t16,http,tls,h2
+                (tls: the setup, t1 and t16 loads also through the TLS listener;
+                h2: setup and t16 as streams of one HTTP/2 connection to it)";
 
 fn main() {
     let options = match Options::parse(std::env::args().skip(1)) {
@@ -90,7 +94,7 @@ impl Options {
             seconds: 5.0,
             repeat: 1,
             idle: 5000,
-            only: ["start", "idle", "setup", "t1", "t16", "http", "tls"]
+            only: ["start", "idle", "setup", "t1", "t16", "http", "tls", "h2"]
                 .map(String::from)
                 .to_vec(),
         };
@@ -159,12 +163,16 @@ fn run(options: &Options) -> Res<()> {
                 None => eprintln!("  tls: skipped (openssl could not make a certificate)"),
             }
         }
+        if options.wants("h2") && proxy.tls_addr.is_some() {
+            sides.insert(1, Side::SluiceH2);
+        }
         if repeat % 2 == 1 {
             sides.reverse();
         }
         let route = |side: Side| match side {
             Side::Sluice => Route::Proxy(proxy.addr),
             Side::SluiceTls => Route::ProxyTls(proxy.tls_addr.expect("a TLS listener")),
+            Side::SluiceH2 => Route::ProxyH2(proxy.tls_addr.expect("a TLS listener")),
             Side::Direct => Route::Direct,
         };
         if options.wants("idle") && idle > 0 {
@@ -194,6 +202,8 @@ fn run(options: &Options) -> Res<()> {
             if !options.wants("setup") {
                 break;
             }
+            // Each HTTP/2 load has a connection of its own.
+            load_rt.block_on(h2_fresh_connection());
             let rate = load_rt.block_on(setup_rate(route(side), origins.echo, options.seconds));
             if side == Side::SluiceTls {
                 table.tls_setups += 1;
@@ -213,6 +223,10 @@ fn run(options: &Options) -> Res<()> {
                 (Direction::Down, origins.source),
             ] {
                 for &side in &sides {
+                    if side == Side::SluiceH2 && conns == 1 {
+                        continue; // one stream on one connection is the TLS listener's t1
+                    }
+                    load_rt.block_on(h2_fresh_connection());
                     let pid = (side != Side::Direct).then(|| proxy.pid());
                     let moved = load_rt.block_on(throughput(
                         route(side),
@@ -239,7 +253,7 @@ fn run(options: &Options) -> Res<()> {
             if !options.wants("http") {
                 break;
             }
-            if side == Side::SluiceTls {
+            if side == Side::SluiceTls || side == Side::SluiceH2 {
                 continue; // the TLS listener's figures are the tunnel loads
             }
             let rate = load_rt.block_on(http_rate(route(side), origins.http, options.seconds));
@@ -313,6 +327,7 @@ impl Sluice {
         let tls = match tls_addr {
             Some(tls_addr) => format!(
                 "\x20   listen {tls_addr} ssl;\n\
+                 \x20   http2 on;\n\
                  \x20   ssl_certificate {0}/server.pem;\n\
                  \x20   ssl_certificate_key {0}/server.key;\n",
                 dir.display()
@@ -490,9 +505,18 @@ fn tls_certificate(dir: &std::path::Path) -> Res<()> {
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let _ = TLS_CLIENT.set(tokio_rustls::TlsConnector::from(Arc::new(config)));
+    // The HTTP/1.1 loads say so in ALPN (the listener offers h2 too); the HTTP/2 ones ask h2.
+    let mut http1 = config.clone();
+    http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let _ = TLS_CLIENT.set(tokio_rustls::TlsConnector::from(Arc::new(http1)));
+    let mut h2 = config;
+    h2.alpn_protocols = vec![b"h2".to_vec()];
+    let _ = H2_TLS_CLIENT.set(tokio_rustls::TlsConnector::from(Arc::new(h2)));
     Ok(())
 }
+
+/// The HTTP/2 loads' TLS client (ALPN h2).
+static H2_TLS_CLIENT: std::sync::OnceLock<tokio_rustls::TlsConnector> = std::sync::OnceLock::new();
 
 /// The load's TLS client, trusting the bench CA.
 static TLS_CLIENT: std::sync::OnceLock<tokio_rustls::TlsConnector> = std::sync::OnceLock::new();
@@ -641,6 +665,8 @@ enum Route {
     Proxy(SocketAddr),
     /// Through the proxy's TLS listener at this address (a CONNECT tunnel inside TLS).
     ProxyTls(SocketAddr),
+    /// A stream of the load's one HTTP/2 connection to the TLS listener at this address.
+    ProxyH2(SocketAddr),
 }
 
 /// A load's connection: a socket, or TLS over one.
@@ -659,6 +685,7 @@ async fn open(route: Route, target: SocketAddr) -> io::Result<Stream> {
         }
         Route::Proxy(proxy) => (proxy, false),
         Route::ProxyTls(proxy) => (proxy, true),
+        Route::ProxyH2(proxy) => return h2_tunnel(proxy, target).await,
     };
     let socket = TcpStream::connect(proxy).await?;
     socket.set_nodelay(true)?;
@@ -901,7 +928,9 @@ async fn setup_rate(route: Route, echo: SocketAddr, seconds: f64) -> Rate {
 async fn http_rate(route: Route, origin: SocketAddr, seconds: f64) -> Rate {
     let (dial, target) = match route {
         Route::Direct => (origin, "/1k".to_string()),
-        Route::Proxy(proxy) | Route::ProxyTls(proxy) => (proxy, format!("http://{origin}/1k")),
+        Route::Proxy(proxy) | Route::ProxyTls(proxy) | Route::ProxyH2(proxy) => {
+            (proxy, format!("http://{origin}/1k"))
+        }
     };
     let request: Arc<[u8]> =
         format!("GET {target} HTTP/1.1\r\nHost: {origin}\r\nAccept: */*\r\n\r\n")
@@ -1073,6 +1102,209 @@ fn micros_since(started: Instant) -> u32 {
     u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX)
 }
 
+// ---- HTTP/2 ------------------------------------------------------------------------------
+
+/// The HTTP/2 connection the current load's tunnels are streams of.
+static H2_CONNECTION: tokio::sync::Mutex<Option<h2::client::SendRequest<bytes::Bytes>>> =
+    tokio::sync::Mutex::const_new(None);
+
+/// The next HTTP/2 tunnel opens a new connection, which the load's other tunnels share.
+async fn h2_fresh_connection() {
+    *H2_CONNECTION.lock().await = None;
+}
+
+/// A CONNECT stream of the load's HTTP/2 connection (opened, TLS and all, by the first).
+async fn h2_tunnel(proxy: SocketAddr, target: SocketAddr) -> io::Result<Stream> {
+    let h2_error = |e: h2::Error| io::Error::other(e.to_string());
+    let send = {
+        let mut shared = H2_CONNECTION.lock().await;
+        if shared.is_none() {
+            let socket = TcpStream::connect(proxy).await?;
+            socket.set_nodelay(true)?;
+            let connector = H2_TLS_CLIENT
+                .get()
+                .expect("a TLS client with a TLS listener");
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+            let tls = connector.connect(name, socket).await?;
+            // Windows as large as a TCP connection's buffers, so that the client's own flow
+            // control is not what is measured.
+            let (send, connection) = h2::client::Builder::new()
+                .initial_window_size(4 << 20)
+                .initial_connection_window_size(64 << 20)
+                .handshake(tls)
+                .await
+                .map_err(h2_error)?;
+            tokio::spawn(connection);
+            *shared = Some(send);
+        }
+        shared.clone().expect("a connection")
+    };
+    let mut ready = send.ready().await.map_err(h2_error)?;
+    let request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(target.to_string())
+        .body(())
+        .map_err(io::Error::other)?;
+    let (response, send) = ready.send_request(request, false).map_err(h2_error)?;
+    let response = response.await.map_err(h2_error)?;
+    if response.status() != 200 {
+        return Err(io::Error::other(format!(
+            "CONNECT answered {}",
+            response.status()
+        )));
+    }
+    Ok(Box::new(H2Tunnel {
+        send,
+        recv: Some(response.into_body()),
+        received: bytes::Bytes::new(),
+    }))
+}
+
+/// An HTTP/2 stream as a byte stream: DATA both ways, END_STREAM as the close.
+struct H2Tunnel {
+    send: h2::SendStream<bytes::Bytes>,
+    /// Taken by the close (see the `Drop`).
+    recv: Option<h2::RecvStream>,
+    /// DATA received and not yet read.
+    received: bytes::Bytes,
+}
+
+impl AsyncRead for H2Tunnel {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::task::Poll;
+        if self.received.is_empty() {
+            let Some(recv) = self.recv.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            match recv.poll_data(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = recv.flow_control().release_capacity(data.len());
+                    self.received = data;
+                }
+            }
+        }
+        let n = self.received.len().min(buf.remaining());
+        let part = self.received.split_to(n);
+        buf.put_slice(&part);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for H2Tunnel {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::task::Poll;
+        self.send.reserve_capacity(buf.len());
+        loop {
+            let granted = self.send.capacity();
+            if granted > 0 {
+                let n = granted.min(buf.len());
+                let data = bytes::Bytes::copy_from_slice(&buf[..n]);
+                let sent = self.send.send_data(data, false);
+                return Poll::Ready(sent.map(|()| n).map_err(io::Error::other));
+            }
+            match self.send.poll_capacity(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
+                Poll::Ready(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let ended = self.send.send_data(bytes::Bytes::new(), true);
+        std::task::Poll::Ready(ended.map_err(io::Error::other))
+    }
+}
+
+/// A tunnel's close: END_STREAM, then the rest of the answer read to its END_STREAM in a task
+/// of its own, so that the stream ends cleanly as a socket's close would. (Dropping both
+/// halves would reset the stream, and a client resetting thousands of streams is a rapid-reset
+/// flood that sluice closes with GOAWAY.)
+impl Drop for H2Tunnel {
+    fn drop(&mut self) {
+        let _ = self.send.send_data(bytes::Bytes::new(), true);
+        let Some(mut recv) = self.recv.take() else {
+            return;
+        };
+        tokio::spawn(async move {
+            while let Some(Ok(data)) = recv.data().await {
+                let _ = recv.flow_control().release_capacity(data.len());
+            }
+        });
+    }
+}
+
+/// HTTP/2 through the TLS listener beside HTTP/1.1 through it, measured in the same run.
+fn print_h2_report(table: &Table) {
+    let rows = [
+        Row::Up16,
+        Row::Down16,
+        Row::SetupRate,
+        Row::SetupP50,
+        Row::SetupP99,
+    ];
+    if rows
+        .iter()
+        .all(|&row| table.median(row, Side::SluiceH2).is_none())
+    {
+        return;
+    }
+    println!();
+    println!(
+        "HTTP/2 to the TLS listener (http2 on; all tunnels of a load are streams of one TLS \
+         connection) beside HTTP/1.1 to it (a TLS connection, handshake included, per tunnel):"
+    );
+    println!();
+    println!(
+        "| figure | HTTP/2, one connection | HTTP/1.1, a connection each | HTTP/2 / HTTP/1.1 |"
+    );
+    println!("| --- | ---: | ---: | ---: |");
+    for row in rows {
+        let (Some(h2), Some(http1)) = (
+            table.median(row, Side::SluiceH2),
+            table.median(row, Side::SluiceTls),
+        ) else {
+            continue;
+        };
+        let shown = |v: f64| {
+            if v >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        println!(
+            "| {} | {} | {} | {:.2}× |",
+            row.label(0),
+            shown(h2),
+            shown(http1),
+            h2 / http1
+        );
+    }
+}
+
 // ---- the report --------------------------------------------------------------------------
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -1080,6 +1312,8 @@ enum Side {
     Sluice,
     /// sluice's TLS listener.
     SluiceTls,
+    /// sluice's TLS listener with HTTP/2: every tunnel a stream of one connection.
+    SluiceH2,
     Direct,
 }
 
@@ -1279,6 +1513,7 @@ fn print_report(options: &Options, idle: usize, table: &Table) {
         );
     }
     print_tls_report(table);
+    print_h2_report(table);
     println!();
     println!(
         "errors (failed or stalled tunnels, failed requests): {}",

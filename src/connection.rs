@@ -33,7 +33,7 @@ use crate::route;
 use crate::settings::Server;
 use crate::stream::Conn;
 use crate::target::Target;
-use crate::transport::{self, ClientInfo, ClientStream, reset};
+use crate::transport::{self, ClientInfo, ClientStream};
 use crate::tunnel::{self, Early, Outcome};
 use crate::upstream::{self, Purpose, UpstreamStream};
 
@@ -47,6 +47,9 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>,
     let Some(done) = transport::handshake(socket, peer, ctx.logs(), None).await else {
         return;
     };
+    if ctx.config.http2.enabled {
+        return crate::http2::serve(done.stream, done.info, done.early, ctx, places).await;
+    }
     converse(done.stream, done.info, done.early, ctx, places).await;
 }
 
@@ -93,12 +96,16 @@ async fn placed<S: ClientStream>(
         return refuse(stream, error).await;
     };
     let places = Places::new(process, client);
+    if ctx.config.http2.enabled {
+        return crate::http2::serve(stream, info, early, ctx, places).await;
+    }
     converse(stream, info, early, ctx, places).await;
 }
 
 /// Reads request after request from `stream` until one ends the connection: an error answer,
-/// a close, or a tunnel that takes the stream over.
-async fn converse<S: ClientStream>(
+/// a close, or a tunnel that takes the stream over. An HTTP/2 stream comes here too, as one
+/// HTTP/1.1 exchange over an in-memory pipe ([`crate::http2`]).
+pub(crate) async fn converse<S: ClientStream>(
     stream: S,
     info: ClientInfo,
     early: Vec<u8>,
@@ -113,6 +120,7 @@ async fn converse<S: ClientStream>(
         local: info.local,
         tls: info.tls.clone(),
         id: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
+        http2: info.http2,
     };
     let live = live::Registered::new(who.id, peer);
     let mut client = Conn::with_bytes(stream, early);
@@ -190,7 +198,7 @@ async fn converse<S: ClientStream>(
             }
             Ok(Next::Abort) => {
                 finish(&entry, log, Some(Mode::Forward));
-                return reset(client.stream.socket());
+                return client.stream.abort();
             }
             Ok(Next::Upgrade {
                 upstream,
@@ -376,9 +384,10 @@ fn hand_over<S: ClientStream>(
 /// Runs a tunnel to its end, or until the proxy closes every connection (fast shutdown): then
 /// both sockets are shut down, so the tunnel ends at once with its byte counts and is logged.
 async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> Outcome {
+    // An HTTP/2 stream has no socket of its own: its connection closes it.
     let sockets = [
-        tunnel.client.socket().as_raw_fd(),
-        tunnel.upstream.socket().as_raw_fd(),
+        tunnel.client.socket().map(AsRawFd::as_raw_fd),
+        Some(tunnel.upstream.socket().as_raw_fd()),
     ];
     tunnel.live.set_state(State::Tunnel);
     let run = tunnel::run(
@@ -394,7 +403,7 @@ async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> 
         outcome = &mut run => return outcome,
         () = ctx.closing() => {}
     }
-    for socket in sockets {
+    for socket in sockets.into_iter().flatten() {
         // SAFETY: `run` owns both sockets until it returns, and it has not returned, so each
         // descriptor is still the tunnel's socket. shutdown(2) changes no memory.
         unsafe {

@@ -35,6 +35,8 @@ pub struct ServerContext {
     pub closing: watch::Receiver<bool>,
     /// The context a reload put in this one's place on the same listener.
     pub successor: OnceLock<Arc<ServerContext>>,
+    /// Set when a reload closed every listener of this context and kept none of its block's.
+    pub retired: watch::Sender<bool>,
 }
 
 impl ServerContext {
@@ -57,6 +59,12 @@ impl ServerContext {
     pub async fn stopping(&self) {
         let mut stopping = self.stopping.clone();
         let _ = stopping.wait_for(|&stopping| stopping).await;
+    }
+
+    /// Resolves once a reload removed the listeners of this context's block.
+    pub async fn retired(&self) {
+        let mut retired = self.retired.subscribe();
+        let _ = retired.wait_for(|&retired| retired).await;
     }
 
     /// Resolves once open connections must end now.

@@ -32,6 +32,8 @@
 //! - [`relay`] is the one byte mover: every read, timed write and tunnel direction, on Linux
 //!   through [`splice`] pipes between plain sockets, asking a [`relay::Budget`] (a bandwidth
 //!   limit of [`limits::rate`], or none) before each read.
+//! - [`http2`] serves HTTP/2 connections (`http2 on`): each stream is one exchange of the
+//!   HTTP/1.1 pipeline above, through an in-memory pipe.
 //! - [`forward`] forwards plain-HTTP requests: header hygiene, strict framing, streamed bodies,
 //!   an idle upstream pool; [`stream`] is the buffered stream it and [`request`] read from.
 //! - [`access`] decides who may use the proxy and where it may go (allow/deny, proxy
@@ -57,6 +59,7 @@ pub mod deadline;
 pub mod dial;
 pub mod error;
 pub mod forward;
+pub mod http2;
 pub mod limits;
 pub mod live;
 pub mod manual;

@@ -29,6 +29,11 @@ pub struct Metrics {
     connect_failures: [Counter; ConnectFailure::ALL.len()],
     refused: [Counter; Refusal::ALL.len()],
     access_log_dropped: Counter,
+    http2_connections_total: Counter,
+    http2_streams_open: Gauge,
+    http2_streams_total: Counter,
+    /// HTTP/2 connections closed with ENHANCE_YOUR_CALM (a flood of resets or control frames).
+    http2_floods_total: Counter,
     tls_handshakes: Counter,
     tls_handshake_failures: [Counter; TlsFailure::ALL.len()],
     /// Parent proxies by name, from the first request routed through each.
@@ -273,6 +278,10 @@ impl Metrics {
             connect_failures: [const { Counter::new() }; ConnectFailure::ALL.len()],
             refused: [const { Counter::new() }; Refusal::ALL.len()],
             access_log_dropped: Counter::new(),
+            http2_connections_total: Counter::new(),
+            http2_streams_open: Gauge::new(),
+            http2_streams_total: Counter::new(),
+            http2_floods_total: Counter::new(),
             tls_handshakes: Counter::new(),
             tls_handshake_failures: [const { Counter::new() }; TlsFailure::ALL.len()],
             parents: Mutex::new(BTreeMap::new()),
@@ -360,6 +369,23 @@ impl Metrics {
         Open(&self.tunnels_open)
     }
 
+    /// A client connection turned out to speak HTTP/2.
+    pub fn http2_connection(&self) {
+        self.http2_connections_total.add(1);
+    }
+
+    /// An HTTP/2 stream was accepted; it counts as open until the result is dropped.
+    pub fn http2_stream(&'static self) -> Open {
+        self.http2_streams_total.add(1);
+        self.http2_streams_open.0.fetch_add(1, Relaxed);
+        Open(&self.http2_streams_open)
+    }
+
+    /// An HTTP/2 connection was closed for flooding (ENHANCE_YOUR_CALM).
+    pub fn http2_flood(&self) {
+        self.http2_floods_total.add(1);
+    }
+
     /// A request ended with `status`; `up` bytes came from the client, `down` went to it.
     /// Error answers count by status but not in the byte totals.
     pub fn request(&self, status: u16, mode: Option<Mode>, up: u64, down: u64) {
@@ -441,7 +467,7 @@ impl Metrics {
             "sluice_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
-        let simple: [(&str, &str, &str, u64); 10] = [
+        let simple: [(&str, &str, &str, u64); 14] = [
             (
                 "sluice_connections_open",
                 "gauge",
@@ -483,6 +509,30 @@ impl Metrics {
                 "counter",
                 "Access log lines dropped because the writer fell behind.",
                 self.access_log_dropped.get(),
+            ),
+            (
+                "sluice_http2_connections_total",
+                "counter",
+                "Client connections that spoke HTTP/2.",
+                self.http2_connections_total.get(),
+            ),
+            (
+                "sluice_http2_streams_open",
+                "gauge",
+                "HTTP/2 streams open now (each a CONNECT tunnel or a forwarded request).",
+                self.http2_streams_open.get(),
+            ),
+            (
+                "sluice_http2_streams_total",
+                "counter",
+                "HTTP/2 streams accepted.",
+                self.http2_streams_total.get(),
+            ),
+            (
+                "sluice_http2_floods_total",
+                "counter",
+                "HTTP/2 connections closed with ENHANCE_YOUR_CALM (too many resets or control frames).",
+                self.http2_floods_total.get(),
             ),
             (
                 "sluice_tls_handshakes_total",

@@ -223,6 +223,12 @@ impl Proxy {
         let mut closed = Vec::new();
         for mut listener in old.into_iter().flatten() {
             listener.close().await;
+            // No kept address of its block carries its connections on: they are told so
+            // (an HTTP/2 connection says GOAWAY).
+            let context = Arc::clone(&listener.context.borrow());
+            if context.successor.get().is_none() {
+                context.retired.send_replace(true);
+            }
             closed.push(listener.local);
         }
         let mut opened = Vec::new();
@@ -301,6 +307,7 @@ impl Proxy {
                         .counts_for(server)
                         .unwrap_or_else(|| PerClient::new(server.max_connections_per_client)),
                     successor: OnceLock::new(),
+                    retired: watch::channel(false).0,
                     stopping: self.stopping.subscribe(),
                     closing: self.closing.subscribe(),
                 }))

@@ -41,6 +41,8 @@ pub struct ClientInfo {
     pub proxy_protocol: Option<SocketAddr>,
     /// The address it was accepted on, when asked for (`$server_addr`).
     pub local: Option<SocketAddr>,
+    /// The request came in a stream of an HTTP/2 connection (`$server_protocol` HTTP/2.0).
+    pub http2: bool,
     /// What the TLS handshake told, on an `ssl` listener (`$ssl_*`, a client certificate).
     pub tls: Option<Arc<tls::TlsFacts>>,
 }
@@ -72,6 +74,7 @@ pub async fn handshake(
         tcp_peer: peer,
         proxy_protocol: None,
         local,
+        http2: false,
         tls: None,
     };
     let Some(real_ip) = real_ip else {
@@ -129,9 +132,18 @@ pub trait ClientStream: ReadSide + WriteSide + 'static {
     /// this costs nothing; another stream may use [`tokio::io::split`].
     fn split(&mut self) -> (Self::Reader<'_>, Self::Writer<'_>);
 
-    /// The TCP connection underneath, for what only a socket can do: a reset close, a
-    /// shutdown when the proxy closes every connection at once.
-    fn socket(&self) -> &TcpStream;
+    /// The TCP connection underneath, for what only a socket can do: a shutdown when the
+    /// proxy closes every connection at once. `None` for a stream that shares its connection
+    /// (an HTTP/2 stream): closing that connection ends it.
+    fn socket(&self) -> Option<&TcpStream>;
+
+    /// Makes the coming close a reset: the peer must not take a cut-off message, or a failed
+    /// transfer, for a complete one. An HTTP/2 stream is reset alone (RST_STREAM).
+    fn abort(&self) {
+        if let Some(socket) = self.socket() {
+            reset(socket);
+        }
+    }
 }
 
 /// The reading direction of a stream.
@@ -176,8 +188,8 @@ impl ClientStream for TcpStream {
         TcpStream::split(self)
     }
 
-    fn socket(&self) -> &TcpStream {
-        self
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self)
     }
 }
 

@@ -18,7 +18,7 @@ use tokio::time::{Instant, Sleep};
 use crate::deadline;
 use crate::live::Counters;
 use crate::relay::{Budget, Direction};
-use crate::transport::{ClientStream, ReadSide, reset};
+use crate::transport::{ClientStream, ReadSide};
 
 /// How a tunnel ended.
 #[derive(Debug)]
@@ -122,8 +122,8 @@ async fn relay<C: ClientStream, U: ClientStream, B: Budget>(
     };
     if let End::Failed(_) = end {
         // Pass a reset on as a reset: a plain close could pass for a complete transfer.
-        reset(client.socket());
-        reset(upstream.socket());
+        client.abort();
+        upstream.abort();
     }
     Outcome {
         up: up.bytes,
@@ -318,8 +318,8 @@ mod tests {
             tokio::io::split(self)
         }
 
-        fn socket(&self) -> &TcpStream {
-            &self.0
+        fn socket(&self) -> Option<&TcpStream> {
+            Some(&self.0)
         }
     }
 

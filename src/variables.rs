@@ -203,7 +203,7 @@ impl Var {
                 text!("{}.{:03}", since.as_secs(), since.subsec_millis())
             }
             Var::Request => match head {
-                Some(h) => text!("{} {} HTTP/1.{}", h.method, h.target, h.version),
+                Some(h) => text!("{} {} {}", h.method, h.target, protocol(entry, h)),
                 None => false,
             },
             Var::RequestMethod => match head {
@@ -215,7 +215,7 @@ impl Var {
                 None => false,
             },
             Var::ServerProtocol => match head {
-                Some(h) => text!("HTTP/1.{}", h.version),
+                Some(h) => text!("{}", protocol(entry, h)),
                 None => false,
             },
             Var::Status => text!("{:03}", entry.status),
@@ -320,6 +320,16 @@ pub fn render(template: &Template<Var>, entry: &Entry) -> String {
         var.value(entry, now, out);
     });
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `$server_protocol`: `HTTP/2.0` for a request that came in an HTTP/2 stream (translated to
+/// HTTP/1.1 inside sluice), else the request line's version.
+fn protocol(entry: &Entry, head: &crate::request::Head) -> &'static str {
+    match (entry.client.http2, head.version) {
+        (true, _) => "HTTP/2.0",
+        (false, 0) => "HTTP/1.0",
+        (false, _) => "HTTP/1.1",
+    }
 }
 
 /// Parses a template whose variables are the built-in ones and those declared in the file.

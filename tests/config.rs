@@ -216,9 +216,9 @@ fn listen_parameters_that_are_refused() {
         "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive",
     );
     assert_refused(
-        "server {\n    listen 127.0.0.1:3128 http2;\n}\n",
+        "server {\n    listen 127.0.0.1:3128 http3;\n}\n",
         2,
-        &ssl_like("http2"),
+        &ssl_like("http3"),
     );
     assert_refused(
         "server {\n    listen 127.0.0.1:3128 backlog=abc;\n}\n",

@@ -96,6 +96,8 @@ pub struct Client {
     pub tls: Option<Arc<TlsFacts>>,
     /// `$connection`: the connection's serial number.
     pub id: u64,
+    /// The request came in an HTTP/2 stream (`$server_protocol` is `HTTP/2.0`).
+    pub http2: bool,
 }
 
 /// One request as the log sees it, filled in as the request goes.

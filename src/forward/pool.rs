@@ -20,7 +20,6 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::route::Route;
-use crate::transport::ClientStream;
 use crate::upstream::Upstream;
 
 /// Idle connections kept per destination (on one route).

@@ -148,15 +148,23 @@ impl Drop for ClientPermit {
 /// travel with whichever task owns the connection (a tunnel outlives the task that opened it).
 #[derive(Debug)]
 pub struct Places {
-    _process: Permit,
+    _process: Option<Permit>,
     _client: Option<ClientPermit>,
 }
 
 impl Places {
     pub fn new(process: Permit, client: Option<ClientPermit>) -> Places {
         Places {
-            _process: process,
+            _process: Some(process),
             _client: client,
+        }
+    }
+
+    /// No place: for an HTTP/2 stream, whose connection holds the places it counts in.
+    pub fn none() -> Places {
+        Places {
+            _process: None,
+            _client: None,
         }
     }
 }

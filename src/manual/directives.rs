@@ -39,7 +39,7 @@ pub const HELP: &[Help] = &[
     help("http", "{ ... }", "-", "optional wrapper; its settings are the defaults of the servers inside"),
     help("server", "{ ... }", "-", "one proxy: its listeners and its policy; at least one is required"),
     help("location", "PREFIX | = PATH | ^~ PREFIX { ... }", "-", "which forwarded requests a proxy_pass covers (exact match, then longest prefix)"),
-    help("listen", "ADDR:PORT | PORT | [V6]:PORT [default_server] [reuseport] [backlog=N] [proxy_protocol] [ssl]", "required", "where to accept clients; PORT alone is every IPv4 address; port 0 takes a free port; proxy_protocol: each connection starts with a PROXY header (v1 or v2); ssl: clients speak TLS to sluice (HTTPS proxy)"),
+    help("listen", "ADDR:PORT | PORT | [V6]:PORT [default_server] [reuseport] [backlog=N] [proxy_protocol] [ssl] [http2]", "required", "where to accept clients; PORT alone is every IPv4 address; port 0 takes a free port; proxy_protocol: each connection starts with a PROXY header (v1 or v2); ssl: clients speak TLS to sluice (HTTPS proxy); http2: as http2 on"),
     help("max_connections", "N", "none", "client connections open at once in the whole process; past it new clients wait in the listen backlog"),
     help("max_connections_per_client", "N", "none", "client connections open at once from one address (then 503)"),
     help("shutdown_timeout", "TIME", "30s", "after SIGQUIT, how long open tunnels and requests may finish"),
@@ -57,6 +57,9 @@ pub const HELP: &[Help] = &[
     help("set_real_ip_from", "ADDR | CIDR", "none", "the balancers trusted to send PROXY headers; required with proxy_protocol; others are closed without an answer"),
     help("real_ip_header", "proxy_protocol", "proxy_protocol", "accepted for pasted nginx blocks; the PROXY header is the only source of the client address"),
     help("proxy_protocol_timeout", "TIME", "5s", "time for the whole PROXY header to arrive (then closed without an answer)"),
+    // HTTP/2 from clients (docs/http2.md).
+    help("http2", "on | off", "off", "serve HTTP/2 too: many CONNECT tunnels and requests on one connection (h2c by prior knowledge on a plain listener, beside HTTP/1.1)"),
+    help("http2_max_concurrent_streams", "N", "128", "streams a client may have open at once on one HTTP/2 connection (more are refused with REFUSED_STREAM)"),
     // CONNECT tunnels.
     help("proxy_connect", "", "off", "serve CONNECT in this server"),
     help("proxy_connect_allow", "all | PORT | LO-HI ...", "443 563", "ports a CONNECT may reach"),
@@ -88,7 +91,7 @@ pub const HELP: &[Help] = &[
     help("client_header_timeout", "TIME", "60s", "time to send a whole request head (then 408)"),
     help("client_body_timeout", "TIME", "60s", "longest pause while a request body arrives (then 408)"),
     help("send_timeout", "TIME", "60s", "longest pause while a client takes a response"),
-    help("keepalive_timeout", "TIME [TIME]", "75s", "idle time between two requests on a client connection"),
+    help("keepalive_timeout", "TIME [TIME]", "75s", "idle time between two requests on a client connection, or without a stream on an HTTP/2 connection"),
     help("large_client_header_buffers", "N SIZE", "4 8k", "request line and each header line at most SIZE (414, 431); the head at most N*SIZE (431)"),
     help("underscores_in_headers", "on | off", "off", "keep request header fields whose names contain \"_\" (dropped when off, as in nginx)"),
     // Who may use the proxy, and where to.

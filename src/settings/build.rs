@@ -13,8 +13,8 @@ use super::{Config, Location, LocationMatch, Server, ignored, listen};
 use crate::config::directive::{Context, Entry, MAIN, MAIN_HTTP, MANY, SERVER, Spec};
 use crate::config::{ConfigError, Cx, Directive};
 use crate::{
-    access, access_log, connect, forward, limits, parent, request, resolve, rewrite, route, status,
-    transport,
+    access, access_log, connect, forward, http2, limits, parent, request, resolve, rewrite, route,
+    status, transport,
 };
 
 /// The blocks, which this file walks.
@@ -50,6 +50,8 @@ const REGISTRY: &[&[Spec]] = &[
     transport::tls::settings::DIRECTIVES,
     parent::settings::DIRECTIVES,
     route::DIRECTIVES,
+    http2::settings::DIRECTIVES,
+    http2::settings::OBSOLETE,
     rewrite::MAP_DIRECTIVES,
     rewrite::DIRECTIVES,
     rewrite::LUA_DIRECTIVES,
@@ -139,6 +141,10 @@ const SERVER_LEVEL: &[Entry<Server>] = &[
     Entry {
         specs: route::DIRECTIVES,
         set: |cx, d, server| server.routes.set(cx, d),
+    },
+    Entry {
+        specs: http2::settings::DIRECTIVES,
+        set: |cx, d, server| server.http2.set(cx, d),
     },
     Entry {
         specs: rewrite::MAP_DIRECTIVES,
@@ -308,9 +314,12 @@ fn server(cx: &mut Cx, block: &Directive, defaults: &Server) -> Result<Server, C
              choose its own address)",
         ));
     }
+    // `listen ... http2` (nginx before 1.25.1) is `http2 on` for the block: an address
+    // belongs to one block here, so the two cannot differ.
+    server.http2.enabled |= server.listen.iter().any(|l| l.http2);
     if let Some(listen) = server.listen.iter().find(|l| l.ssl) {
         let origin = listen.origin.clone();
-        server.tls.build(&origin)?;
+        server.tls.build(&origin, server.http2.enabled)?;
     }
     if server.listen.is_empty() {
         return Err(cx.error(

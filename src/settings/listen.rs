@@ -22,6 +22,8 @@ pub struct Listen {
     pub reuseport: bool,
     /// `proxy_protocol`: every connection starts with a balancer's PROXY header.
     pub proxy_protocol: bool,
+    /// `http2`: HTTP/2 is served here (as `http2 on;` in the block).
+    pub http2: bool,
     /// `ssl`: every connection starts with a TLS handshake.
     pub ssl: bool,
 }
@@ -52,6 +54,7 @@ pub fn set(
     let mut backlog = None;
     let mut reuseport = false;
     let mut proxy_protocol = false;
+    let mut http2 = false;
     let mut ssl = false;
     for param in &directive.args[1..] {
         let (key, value) = match param.split_once('=') {
@@ -62,6 +65,7 @@ pub fn set(
             ("default_server" | "default" | "bind", None) => {}
             ("reuseport", None) => reuseport = true,
             ("proxy_protocol", None) => proxy_protocol = true,
+            ("http2", None) => http2 = true,
             ("ssl", None) => ssl = true,
             ("backlog", Some(v)) => {
                 backlog = Some(
@@ -77,7 +81,7 @@ pub fn set(
                      add a second \"listen\" for the IPv4 address",
                 ));
             }
-            ("http2" | "http3" | "quic", _) => {
+            ("http3" | "quic", _) => {
                 return Err(cx.error(
                     directive,
                     format!(
@@ -113,6 +117,7 @@ pub fn set(
             backlog,
             reuseport,
             proxy_protocol,
+            http2,
             ssl,
         });
     }

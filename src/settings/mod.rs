@@ -22,6 +22,7 @@ use crate::config::values::PortList;
 use crate::config::{ConfigError, Origin};
 use crate::connect::ConnectSettings;
 use crate::forward::settings::Forwarding;
+use crate::http2::settings::Http2Settings;
 use crate::limits::settings::Rates;
 use crate::request::settings::ClientSettings;
 use crate::resolve::settings::DnsSettings;
@@ -127,6 +128,8 @@ pub struct Server {
     pub access_log: AccessLog,
     /// `route`: which destinations go through a parent proxy.
     pub routes: Routes,
+    /// `http2`, `http2_max_concurrent_streams`: HTTP/2 from clients.
+    pub http2: Http2Settings,
     /// `set`, `if`, `return` at server level, and the file's `map`s.
     pub rewrite: Rewrite,
     pub locations: Vec<Location>,
@@ -151,6 +154,7 @@ impl Server {
             tls: TlsSettings::default(),
             access_log: AccessLog::default(),
             routes: Routes::default(),
+            http2: Http2Settings::default(),
             rewrite: Rewrite::default(),
             locations: Vec::new(),
         }

@@ -35,13 +35,14 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// The one place a listener's rustls configuration is made: protocols, the certificate and
-/// its key, the client-certificate verifier, and the ALPN protocols offered. The key must
-/// match the certificate.
+/// its key, the client-certificate verifier, and the ALPN protocols offered (`h2` first when
+/// the server has `http2 on`). The key must match the certificate.
 pub fn server_config(
     protocols: &[&'static SupportedProtocolVersion],
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     client_roots: Option<(Arc<RootCertStore>, VerifyClient)>,
+    http2: bool,
 ) -> Result<ServerConfig, String> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(protocols)
@@ -62,8 +63,13 @@ pub fn server_config(
         rustls::Error::InconsistentKeys(_) => "the key does not match the certificate".to_string(),
         other => other.to_string(),
     })?;
-    // HTTP/1.1 is what sluice speaks to its clients; a client that offers ALPN gets it named.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // A client that offers ALPN gets the protocol named: HTTP/2 if it offers it and the
+    // server has `http2 on` (RFC 9113 §3.2), else HTTP/1.1.
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(config)
 }
 
@@ -394,8 +400,8 @@ impl ClientStream for TlsClient {
         tokio::io::split(self)
     }
 
-    fn socket(&self) -> &TcpStream {
-        &self.0.get_ref().0.socket
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(&self.0.get_ref().0.socket)
     }
 }
 

@@ -128,7 +128,14 @@ impl ClientStream for UpstreamStream {
         }
     }
 
-    fn socket(&self) -> &TcpStream {
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(UpstreamStream::socket(self))
+    }
+}
+
+impl UpstreamStream {
+    /// The TCP connection underneath: an upstream always has one.
+    pub fn socket(&self) -> &TcpStream {
         match self {
             UpstreamStream::Plain(socket) => socket,
             UpstreamStream::Tls(tls) => tls.get_ref().0,

@@ -129,7 +129,7 @@ impl TlsSettings {
     /// Reads the certificate, its key and the client CAs, and builds the acceptor of the
     /// server's `ssl` listeners; `listen` names the first of them. Every failure names the
     /// directive whose file is at fault.
-    pub fn build(&mut self, listen: &Origin) -> Result<(), ConfigError> {
+    pub fn build(&mut self, listen: &Origin, http2: bool) -> Result<(), ConfigError> {
         let at = |origin: &Origin, why: String| ConfigError::at(&origin.file, origin.line, why);
         let Some(certificate) = &self.certificate else {
             return Err(at(
@@ -169,7 +169,7 @@ impl TlsSettings {
             (Some(file), verify) => Some((client_roots(file)?, verify)),
         };
         let config =
-            server_config(&self.protocols, chain, private, client_roots).map_err(|why| {
+            server_config(&self.protocols, chain, private, client_roots, http2).map_err(|why| {
                 let shown = (certificate.path.display(), key.path.display());
                 at(
                     &key.origin,
