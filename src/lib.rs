@@ -75,6 +75,7 @@ pub mod template;
 pub mod transport;
 pub mod tunnel;
 pub mod upstream;
+pub mod workers;
 
 /// `sluice/<version>`, as sent in `Proxy-agent`.
 pub const AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));

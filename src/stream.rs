@@ -47,6 +47,17 @@ impl ReadBuf {
         }
     }
 
+    /// An empty buffer with a full read's storage from the start, for an answer expected now
+    /// (an origin's response): a small answer's head and body come in one read, and that read,
+    /// shorter than its room, tells the runtime the socket is drained, so neither this
+    /// connection's next read nor the pool's check of it finds nothing.
+    pub fn for_answer() -> ReadBuf {
+        ReadBuf {
+            bytes: vec![0; READ_CHUNK],
+            ..ReadBuf::default()
+        }
+    }
+
     /// The unconsumed bytes.
     pub fn data(&self) -> &[u8] {
         &self.bytes[self.start..self.end]
@@ -207,6 +218,14 @@ impl<S: ReadSide> Conn<S> {
         Conn {
             stream,
             buf: ReadBuf::default(),
+        }
+    }
+
+    /// A stream whose next bytes answer what was just sent (see [`ReadBuf::for_answer`]).
+    pub fn for_answer(stream: S) -> Conn<S> {
+        Conn {
+            stream,
+            buf: ReadBuf::for_answer(),
         }
     }
 
