@@ -114,3 +114,43 @@ async fn a_reload_keeps_the_workers_and_says_the_new_count_needs_a_restart() {
     assert_eq!(worker_threads(proxy.pid(), 2).await.len(), 2);
     get_several(proxy.addr(), origin.addr, 2).await;
 }
+
+#[tokio::test]
+async fn a_worker_keeps_an_idle_upstream_connection_for_each_of_many_clients() {
+    let origin = Origin::start(|r| ok(path(r).as_bytes())).await;
+    let proxy = Proxy::start(&forwarding("worker_processes 1;"));
+    const CLIENTS: usize = 40;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS));
+    let (proxy_addr, origin_addr) = (proxy.addr(), origin.addr);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let barrier = std::sync::Arc::clone(&barrier);
+            tokio::spawn(async move {
+                let mut client = TcpStream::connect(proxy_addr).await.unwrap();
+                let mut buf = Vec::new();
+                // Rounds in lockstep: between them every upstream connection is idle at once.
+                for n in 0..3 {
+                    barrier.wait().await;
+                    let request =
+                        format!("GET http://{origin_addr}/{n} HTTP/1.1\r\nHost: x\r\n\r\n");
+                    client.write_all(request.as_bytes()).await.unwrap();
+                    let answer = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        read_response(&mut client, &mut buf, false),
+                    )
+                    .await
+                    .expect("an answer within 10 s");
+                    assert_eq!(answer.expect("a whole response").0, 200);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let opened = origin.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        opened <= CLIENTS,
+        "{opened} upstream connections for {CLIENTS} clients: idle ones were dropped"
+    );
+}
