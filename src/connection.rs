@@ -16,15 +16,18 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::access;
 use crate::access_log::{AccessLog, Client, Entry};
-use crate::connect::ConnectVar;
+use crate::config::values::PortList;
 use crate::context::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
 use crate::forward::{self, Next};
+use crate::limits::rate::{Throttle, Way};
 use crate::limits::{Permit, Places};
 use crate::metrics::{self, Mode};
 use crate::request::{Head, ReadError, read_head};
+use crate::rewrite;
 use crate::route;
 use crate::settings::Server;
 use crate::stream::Conn;
@@ -116,6 +119,11 @@ async fn converse<S: ClientStream>(
         }
         let mut entry = Entry::new(&who, requests, Some(&head));
         entry.bytes_received = client.buf.consumed() - consumed;
+        // nginx's rewrite phases (`set`, `if`, `return`) come before its access phase.
+        if let Err(answer) = rewrite::run(config, &mut entry) {
+            let log = ctx.access_log(entry.location);
+            return refuse_logged(client.stream, entry, log, answer).await;
+        }
         match admit(&head, peer, &ctx).await {
             Ok(user) => entry.user = user,
             Err(error) => {
@@ -153,6 +161,8 @@ async fn converse<S: ClientStream>(
                     client: client.stream,
                     upstream,
                     early,
+                    budgets: throttles(&ctx, &entry),
+                    idle: config.connect.data_timeout,
                 };
                 return hand_over(tunnel, entry, &ctx, places);
             }
@@ -198,23 +208,30 @@ async fn connect<S: ClientStream>(
 ) {
     let config = &ctx.config;
     let log = &config.access_log;
-    let target = match connect_target(head, config) {
+    let user = entry.user.clone();
+    let rules = access::users::rules_for(config, user.as_deref());
+    let target = match connect_target(head, config, rules.connect_ports) {
         Ok(target) => target,
         Err(error) => return refuse_logged(client.stream, entry, log, error).await,
     };
     entry.connect = Some(target.clone());
-    let options = DialOptions {
-        timeout: config.connect.connect_timeout,
-        bind: config.connect.bind,
+    let plan = match config.connect.plan(&target, &entry) {
+        Ok(plan) => plan,
+        Err(error) => return refuse_logged(client.stream, entry, log, error).await,
     };
-    let route = route::pick(ctx, &target);
+    let options = DialOptions {
+        timeout: plan.connect_timeout,
+        bind: plan.bind,
+    };
+    let route = route::pick(ctx, &plan.target);
     entry.route = Some(route.clone());
     let dialled = upstream::connect(
         ctx,
         &route,
         Purpose::Tunnel,
-        &target,
-        config.connect.address,
+        &plan.target,
+        &rules,
+        plan.address,
         options,
         &mut entry.timings,
     )
@@ -225,9 +242,12 @@ async fn connect<S: ClientStream>(
     };
     entry.upstream = Some(upstream.addr);
     entry.status = 200;
-    let response = established_response(config, &target, upstream.addr);
+    let response = match plan.response {
+        Some(response) => response,
+        None => established_response(config, &entry),
+    };
     let sent = tokio::time::timeout(
-        config.connect.data_timeout,
+        plan.data_timeout,
         send(&mut client.stream, response.as_bytes()),
     )
     .await;
@@ -243,6 +263,8 @@ async fn connect<S: ClientStream>(
         client: client.stream,
         upstream: upstream.stream,
         early,
+        budgets: throttles(ctx, &entry),
+        idle: plan.data_timeout,
     };
     hand_over(tunnel, entry, ctx, places);
 }
@@ -252,6 +274,10 @@ struct Tunnel<S> {
     client: S,
     upstream: TcpStream,
     early: Early,
+    /// The bandwidth limits of each direction.
+    budgets: [Throttle; 2],
+    /// The longest pause in either direction.
+    idle: Duration,
 }
 
 /// Runs `tunnel` in a task of its own, which holds only what a tunnel needs while the
@@ -294,8 +320,13 @@ async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> 
         tunnel.client.socket().as_raw_fd(),
         tunnel.upstream.as_raw_fd(),
     ];
-    let idle = ctx.config.connect.data_timeout;
-    let run = tunnel::run(tunnel.client, tunnel.upstream, tunnel.early, idle);
+    let run = tunnel::run(
+        tunnel.client,
+        tunnel.upstream,
+        tunnel.early,
+        tunnel.idle,
+        tunnel.budgets,
+    );
     tokio::pin!(run);
     tokio::select! {
         outcome = &mut run => return outcome,
@@ -311,6 +342,13 @@ async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> 
     run.await
 }
 
+/// The bandwidth limits of a tunnel's two directions (up, down), for the request's user.
+fn throttles(ctx: &ServerContext, entry: &Entry) -> [Throttle; 2] {
+    let user = entry.user.as_deref();
+    let rates = access::users::rules_for(&ctx.config, user).rates;
+    [Way::Up, Way::Down].map(|way| Throttle::new(rates, way, entry.client.peer.ip(), user))
+}
+
 /// Adds what a tunnel carried to its request's byte counts.
 fn carried(entry: &mut Entry, outcome: &Outcome) {
     entry.bytes_received += outcome.up;
@@ -320,6 +358,11 @@ fn carried(entry: &mut Entry, outcome: &Outcome) {
 /// Counts a finished request and writes its access log line.
 fn finish(entry: &Entry, log: &AccessLog, mode: Option<Mode>) {
     metrics::get().request(entry.status, mode, entry.bytes_received, entry.bytes_sent);
+    metrics::get().user_request(
+        entry.user.as_deref(),
+        entry.bytes_received,
+        entry.bytes_sent,
+    );
     log.write(entry);
 }
 
@@ -338,34 +381,30 @@ fn drop_underscored(head: &mut Head, peer: SocketAddr) {
     });
 }
 
-/// Checks a CONNECT against this server's policy and parses its target.
-fn connect_target(head: &Head, config: &Server) -> Result<Target, ProxyError> {
+/// Checks a CONNECT against this server's policy (`ports`: the user's) and parses its target.
+fn connect_target(head: &Head, config: &Server, ports: &PortList) -> Result<Target, ProxyError> {
     if !config.connect.enabled {
         return Err(ProxyError::ConnectDisabled);
     }
     forward::refuse_connect_body(head)?;
     let target = Target::parse_authority(&head.target)?;
-    if !config.connect.ports.allows(target.port) {
+    // nginx's `tunnel_pass` checks no port: its users write the ACL with `map` and `if`.
+    let ports_apply = !config.connect.tunnel_pass || config.connect.ports_written;
+    if ports_apply && !ports.allows(target.port) {
         return Err(ProxyError::PortNotAllowed(target.port));
     }
     Ok(target)
 }
 
 /// The head that tells the client its tunnel is open.
-fn established_response(config: &Server, target: &Target, upstream: SocketAddr) -> String {
-    let Some(template) = &config.connect.response else {
-        return format!(
+fn established_response(config: &Server, entry: &Entry) -> String {
+    match &config.connect.response {
+        Some(template) => crate::variables::render(template, entry),
+        None => format!(
             "HTTP/1.1 200 Connection Established\r\nProxy-agent: {}\r\n\r\n",
             crate::AGENT
-        );
-    };
-    let mut response = String::new();
-    template.render_into(&mut response, |var, out| match var {
-        ConnectVar::Host => out.push_str(&target.host.to_string()),
-        ConnectVar::Port => out.push_str(&target.port.to_string()),
-        ConnectVar::Addr => out.push_str(&upstream.to_string()),
-    });
-    response
+        ),
+    }
 }
 
 /// How long a refused client may keep sending before the connection is dropped.

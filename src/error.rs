@@ -60,6 +60,9 @@ pub enum ProxyError {
     /// A parent proxy answered a CONNECT with this non-2xx status, or a forwarded request
     /// with a 407. A parent's 407 is not the client's to fix, so it is never passed on as one.
     ParentRefused { parent: String, status: u16 },
+    /// `return CODE [TEXT]`: the rewrite phase answered. A redirection's text is its
+    /// `Location`; `444` closes without an answer, as in nginx.
+    Returned { status: u16, text: Option<String> },
 }
 
 /// What a failure means, decided once per kind of failure: the status the client is answered
@@ -108,6 +111,7 @@ impl ProxyError {
             } => (504, None, Some(Connect::Timeout)),
             ProxyError::ParentFailed { .. } => (502, None, Some(Connect::Unreachable)),
             ProxyError::ParentRefused { .. } => (502, None, None),
+            ProxyError::Returned { status, .. } => (*status, None, None),
         };
         Class {
             status,
@@ -126,6 +130,9 @@ impl ProxyError {
     /// The complete response: status line, headers, a one-line plain-text body. The connection
     /// is always closed after it.
     pub fn response(&self) -> Vec<u8> {
+        if let ProxyError::Returned { status, text } = self {
+            return returned(*status, text.as_deref());
+        }
         let (code, reason) = self.status();
         let body = format!("{code} {reason}: {self}\n");
         let extra = match self {
@@ -202,8 +209,40 @@ impl fmt::Display for ProxyError {
                     "parent proxy \"{parent}\" refused the request with status {status}"
                 )
             }
+            ProxyError::Returned { status, .. } => write!(f, "\"return {status}\""),
         }
     }
+}
+
+/// The answer of `return`: the text as the body, or for a redirection the `Location` (nginx's
+/// codes 301, 302, 303, 307 and 308). Without text, an error status gets its reason as the
+/// body. `444` is no answer at all.
+fn returned(status: u16, text: Option<&str>) -> Vec<u8> {
+    if status == 444 {
+        return Vec::new();
+    }
+    let redirect = matches!(status, 301 | 302 | 303 | 307 | 308);
+    let (location, body) = match text {
+        Some(url) if redirect => (format!("Location: {url}\r\n"), String::new()),
+        Some(text) => (String::new(), text.to_string()),
+        None if status >= 400 => (
+            String::new(),
+            format!("{status} {}\n", reason_phrase(status)),
+        ),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "HTTP/1.1 {status} {}\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\n\
+         {location}\
+         Connection: close\r\n\
+         \r\n\
+         {body}",
+        reason_phrase(status),
+        body.len()
+    )
+    .into_bytes()
 }
 
 impl std::error::Error for ProxyError {}
@@ -211,15 +250,28 @@ impl std::error::Error for ProxyError {}
 /// The reason phrase of a status an error answer may have.
 fn reason_phrase(status: u16) -> &'static str {
     match status {
+        200 => "OK",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Moved Temporarily",
+        303 => "See Other",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
         403 => "Forbidden",
         405 => "Method Not Allowed",
         407 => "Proxy Authentication Required",
         408 => "Request Timeout",
+        410 => "Gone",
+        429 => "Too Many Requests",
+        451 => "Unavailable For Legal Reasons",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
+        500 => "Internal Server Error",
         504 => "Gateway Timeout",
         _ => "Error",
     }

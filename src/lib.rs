@@ -30,8 +30,8 @@
 //!   rules, [`resolve`], then [`dial`]; on a parent route, [`parent`]'s servers with failover.
 //! - [`tunnel`] moves bytes both ways, passing half-closes on, until both directions are done.
 //! - [`relay`] is the one byte mover: every read, timed write and tunnel direction, on Linux
-//!   through [`splice`] pipes between plain sockets, and the [`relay::Budget`] a rate limit
-//!   will plug into.
+//!   through [`splice`] pipes between plain sockets, asking a [`relay::Budget`] (a bandwidth
+//!   limit of [`limits::rate`], or none) before each read.
 //! - [`forward`] forwards plain-HTTP requests: header hygiene, strict framing, streamed bodies,
 //!   an idle upstream pool; [`stream`] is the buffered stream it and [`request`] read from.
 //! - [`access`] decides who may use the proxy and where it may go (allow/deny, proxy
@@ -63,6 +63,7 @@ pub mod parent;
 pub mod relay;
 pub mod request;
 pub mod resolve;
+pub mod rewrite;
 pub mod route;
 pub mod server;
 pub mod settings;
@@ -75,6 +76,7 @@ pub mod template;
 pub mod transport;
 pub mod tunnel;
 pub mod upstream;
+pub mod variables;
 pub mod workers;
 
 /// `sluice/<version>`, as sent in `Proxy-agent`.

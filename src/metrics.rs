@@ -31,6 +31,24 @@ pub struct Metrics {
     access_log_dropped: Counter,
     /// Parent proxies by name, from the first request routed through each.
     parents: Mutex<BTreeMap<String, ParentStats>>,
+    /// Bytes that moved only after waiting for a bandwidth limit.
+    delayed: Counter,
+    /// Requests a destination rule would have denied, served under `destination_mode report`.
+    would_deny: Counter,
+    /// The users named in `users` blocks, the only ones counted apart: a bounded set.
+    users: Mutex<BTreeMap<String, UserStats>>,
+}
+
+/// One named user's counters.
+#[derive(Default)]
+struct UserStats {
+    /// Named in the configuration now in use: only those are counted and shown.
+    named: bool,
+    requests: u64,
+    /// Up, down.
+    bytes: [u64; 2],
+    delayed: u64,
+    would_deny: u64,
 }
 
 static METRICS: Metrics = Metrics::new();
@@ -204,7 +222,55 @@ impl Metrics {
             refused: [const { Counter::new() }; Refusal::ALL.len()],
             access_log_dropped: Counter::new(),
             parents: Mutex::new(BTreeMap::new()),
+            delayed: Counter::new(),
+            would_deny: Counter::new(),
+            users: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, UserStats>> {
+        self.users.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The users counted apart from now on: those named in `users` blocks of the configuration
+    /// in use. Counts of users no longer named are dropped, so the set stays bounded.
+    pub fn name_users<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mut users = self.users();
+        users.values_mut().for_each(|stats| stats.named = false);
+        for name in names {
+            users.entry(name.to_string()).or_default().named = true;
+        }
+        users.retain(|_, stats| stats.named);
+    }
+
+    /// Runs `count` on `user`'s counters if the user is counted apart.
+    fn for_user(&self, user: Option<&str>, count: impl FnOnce(&mut UserStats)) {
+        if let Some(user) = user
+            && let Some(stats) = self.users().get_mut(user)
+        {
+            count(stats);
+        }
+    }
+
+    /// `bytes` moved only after waiting for a bandwidth limit, on a connection of `user`.
+    pub fn delayed(&self, user: Option<&str>, bytes: u64) {
+        self.delayed.add(bytes);
+        self.for_user(user, |stats| stats.delayed += bytes);
+    }
+
+    /// A request a destination rule would deny was served (`destination_mode report`).
+    pub fn would_deny(&self, user: Option<&str>) {
+        self.would_deny.add(1);
+        self.for_user(user, |stats| stats.would_deny += 1);
+    }
+
+    /// A request of `user` ended: counted apart if the user is named in a `users` block.
+    pub fn user_request(&self, user: Option<&str>, up: u64, down: u64) {
+        self.for_user(user, |stats| {
+            stats.requests += 1;
+            stats.bytes[0] += up;
+            stats.bytes[1] += down;
+        });
     }
 
     fn parents(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ParentStats>> {
@@ -299,7 +365,7 @@ impl Metrics {
             "sluice_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
-        let simple: [(&str, &str, &str, u64); 7] = [
+        let simple: [(&str, &str, &str, u64); 9] = [
             (
                 "sluice_connections_open",
                 "gauge",
@@ -341,6 +407,18 @@ impl Metrics {
                 "counter",
                 "Access log lines dropped because the writer fell behind.",
                 self.access_log_dropped.get(),
+            ),
+            (
+                "sluice_limit_delayed_bytes_total",
+                "counter",
+                "Bytes that moved only after waiting for a bandwidth limit (limit_rate*); a tunnel counts when it ends.",
+                self.delayed.get(),
+            ),
+            (
+                "sluice_destination_would_deny_total",
+                "counter",
+                "Requests served that a destination rule would deny (destination_mode report).",
+                self.would_deny.get(),
             ),
         ];
         for (name, kind, help, value) in simple {
@@ -410,11 +488,52 @@ impl Metrics {
             "How long DNS queries took.",
         );
         self.render_parents(out);
+        self.render_users(out);
         std::mem::take(out)
     }
 }
 
 impl Metrics {
+    /// The named users' families, when a `users` block names any.
+    fn render_users(&self, out: &mut String) {
+        let users = self.users();
+        if users.is_empty() {
+            return;
+        }
+        let label = |name: &str| format!("user=\"{}\"", escape_label(name));
+        labelled(
+            out,
+            "sluice_user_requests_total",
+            "Requests (a tunnel when it ends) of each user named in a users block.",
+            users.iter().map(|(name, s)| (label(name), s.requests)),
+        );
+        labelled(
+            out,
+            "sluice_user_bytes_total",
+            "Bytes from (up) and to (down) each user named in a users block.",
+            users.iter().flat_map(|(name, s)| {
+                ["up", "down"]
+                    .iter()
+                    .zip(s.bytes)
+                    .map(move |(direction, n)| {
+                        (format!("{},direction=\"{direction}\"", label(name)), n)
+                    })
+            }),
+        );
+        labelled(
+            out,
+            "sluice_user_limit_delayed_bytes_total",
+            "Bytes of each user named in a users block that waited for a bandwidth limit.",
+            users.iter().map(|(name, s)| (label(name), s.delayed)),
+        );
+        labelled(
+            out,
+            "sluice_user_destination_would_deny_total",
+            "Requests of each user named in a users block that a destination rule would deny (report mode).",
+            users.iter().map(|(name, s)| (label(name), s.would_deny)),
+        );
+    }
+
     /// The parent proxies' families, once a request went through one.
     fn render_parents(&self, out: &mut String) {
         let parents = self.parents();
@@ -465,6 +584,14 @@ impl Metrics {
 /// The `# HELP` and `# TYPE` lines of a metric family.
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+}
+
+/// A label value as Prometheus writes it: backslash, quote and newline escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// A counter family with one label set per line.

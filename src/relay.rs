@@ -8,7 +8,8 @@
 //!   otherwise. A tunnel runs two of them.
 //!
 //! Before each read or splice the mover asks a [`Budget`] how many bytes it may take: the one
-//! place where a rate limit will cap a connection. Today's budget is [`Unlimited`].
+//! place where a rate limit caps a connection: [`Unlimited`], or a bandwidth limit's
+//! [`crate::limits::rate::Throttle`].
 
 use std::future::poll_fn;
 use std::io;
@@ -243,7 +244,12 @@ impl Direction {
             return Poll::Ready(Ok(()));
         };
         ready!(socket.poll_read_ready(cx))?;
-        let want = ready!(budget.poll_grant(cx, PIPE_CAPACITY)).clamp(1, PIPE_CAPACITY);
+        let Poll::Ready(want) = budget.poll_grant(cx, PIPE_CAPACITY) else {
+            // Waiting for a rate limit holds no pipe, as waiting for bytes holds none.
+            self.release_pipe();
+            return Poll::Pending;
+        };
+        let want = want.clamp(1, PIPE_CAPACITY);
         let pipe = match self.pipe.take().map_or_else(Pipe::take, Ok) {
             Ok(pipe) => self.pipe.insert(pipe),
             Err(error) => {

@@ -220,6 +220,12 @@ impl Proxy {
 
         // Nothing can fail from here on.
         self.connections.set_limit(config.max_connections);
+        let named = config
+            .servers
+            .iter()
+            .flat_map(|s| &s.users)
+            .flat_map(|b| &b.names);
+        crate::metrics::get().name_users(named.map(String::as_str));
         for (context, server) in contexts.iter().zip(&config.servers) {
             context
                 .per_client
@@ -389,7 +395,7 @@ impl Draining {
         }
     }
 
-    /// Closes every open tunnel now, and waits briefly (at most [`CLOSE_WAIT`]) until they
+    /// Closes every open tunnel now, and waits briefly (at most `CLOSE_WAIT`) until they
     /// have ended and written their access log lines. Connections still busy after that are
     /// dropped with the runtime.
     pub async fn close(&self) {

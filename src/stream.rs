@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::deadline;
-use crate::relay::{self, Unlimited};
+use crate::relay::{self, Budget, Unlimited};
 use crate::transport::ReadSide;
 
 /// Bytes read from a socket and not yet consumed.
@@ -112,6 +112,18 @@ impl ReadBuf {
         max: usize,
         timeout: Duration,
     ) -> io::Result<usize> {
+        self.fill_within(from, &mut Unlimited, max, timeout).await
+    }
+
+    /// [`ReadBuf::fill`], reading only what `budget` allows (a forwarded body's bandwidth
+    /// limit); waiting for the budget counts against `timeout` too.
+    pub async fn fill_within<R: ReadSide, B: Budget>(
+        &mut self,
+        from: &mut R,
+        budget: &mut B,
+        max: usize,
+        timeout: Duration,
+    ) -> io::Result<usize> {
         if self.start > 0 && self.start * 2 >= self.end {
             // Move the tail to the front rather than grow.
             self.bytes.copy_within(self.start..self.end, 0);
@@ -125,7 +137,7 @@ impl ReadBuf {
             let room = self.make_room(want);
             let end = self.end;
             let into = &mut self.bytes[end..end + room];
-            match relay::poll_read(cx, from, &mut Unlimited, into) {
+            match relay::poll_read(cx, from, budget, into) {
                 Poll::Pending => {
                     // Woken with nothing to read: an idle connection still holds nothing.
                     if !had_storage {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use crate::deadline;
-use crate::relay::{Direction, Unlimited};
+use crate::relay::{Budget, Direction};
 use crate::transport::{ClientStream, ReadSide, reset};
 
 /// How a tunnel ended.
@@ -49,30 +49,39 @@ pub struct Early {
     pub down: Vec<u8>,
 }
 
-/// Runs the tunnel until it ends.
-pub async fn run<C: ClientStream, U: ClientStream>(
+/// Runs the tunnel until it ends; `budgets` limit the bytes going up and down.
+pub async fn run<C: ClientStream, U: ClientStream, B: Budget>(
     client: C,
     upstream: U,
     early: Early,
     idle: Duration,
+    budgets: [B; 2],
 ) -> Outcome {
-    relay(client, upstream, early, idle, cfg!(target_os = "linux")).await
+    relay(
+        client,
+        upstream,
+        early,
+        idle,
+        cfg!(target_os = "linux"),
+        budgets,
+    )
+    .await
 }
 
 /// [`run`], with or without `splice(2)`: splice only where both ends are plain sockets.
-async fn relay<C: ClientStream, U: ClientStream>(
+async fn relay<C: ClientStream, U: ClientStream, B: Budget>(
     mut client: C,
     mut upstream: U,
     early: Early,
     idle: Duration,
     splice: bool,
+    [mut up_budget, mut down_budget]: [B; 2],
 ) -> Outcome {
     let splice =
         splice && ReadSide::plain(&client).is_some() && ReadSide::plain(&upstream).is_some();
     let mut up = Direction::new(early.up, splice);
     let mut down = Direction::new(early.down, splice);
     let mut idle_timer = IdleTimer::new(idle);
-    let mut budget = Unlimited;
     let end = {
         let (mut client_in, mut client_out) = client.split();
         let (mut upstream_in, mut upstream_out) = upstream.split();
@@ -82,14 +91,14 @@ async fn relay<C: ClientStream, U: ClientStream>(
                 cx,
                 &mut client_in,
                 &mut upstream_out,
-                &mut budget,
+                &mut up_budget,
                 &mut moved,
             );
             let down_state = down.poll(
                 cx,
                 &mut upstream_in,
                 &mut client_out,
-                &mut budget,
+                &mut down_budget,
                 &mut moved,
             );
             match (up_state, down_state) {
@@ -148,6 +157,7 @@ impl IdleTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::Unlimited;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
@@ -189,6 +199,7 @@ mod tests {
                 early,
                 Duration::from_secs(10),
                 splice && cfg!(target_os = "linux"),
+                [Unlimited; 2],
             ));
             let up: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
             let down: Vec<u8> = (0..1 << 20).map(|i| (i % 241) as u8).collect();
@@ -222,6 +233,7 @@ mod tests {
             Early::default(),
             Duration::MAX,
             false,
+            [Unlimited; 2],
         ));
         client.write_all(b"ping").await.unwrap();
         let mut got = [0; 4];
@@ -305,6 +317,7 @@ mod tests {
             early,
             Duration::from_secs(10),
             true,
+            [Unlimited; 2],
         ));
         let up: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
         let down: Vec<u8> = (0..1 << 20).map(|i| (i % 241) as u8).collect();

@@ -17,6 +17,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::access::users::Rules;
+use crate::access::{DestinationRules, Verdict};
 use crate::context::ServerContext;
 use crate::dial::{DialOptions, dial};
 use crate::error::ProxyError;
@@ -24,10 +26,13 @@ use crate::metrics;
 use crate::route::Route;
 use crate::target::{Host, Target};
 
-/// How long reaching an upstream took, for the access log. A step that did not happen stays
-/// `None` (`proxy_connect_address` skips DNS; a refusal by name skips both).
+/// How reaching an upstream went, for the access log: how long each step took and what the
+/// destination rules said. A step that did not happen stays `None` (`proxy_connect_address`
+/// skips DNS; a refusal by name skips both).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
+    /// `$destination_verdict`.
+    pub verdict: Option<Verdict>,
     /// `$proxy_connect_resolve_time`.
     pub resolve: Option<Duration>,
     /// `$proxy_connect_connect_time`: dialling, all attempts together.
@@ -55,54 +60,79 @@ pub enum Purpose {
     Forward,
 }
 
-/// Reaches `target` along `route`. `address` overrides resolving, as `proxy_connect_address`
-/// does; `timings` records how long resolving and connecting took, failed or not. A failure
-/// is counted in the metrics by its cause.
+/// Reaches `target` along `route`, under the destination rules `rules` (the server's, or a
+/// `users` block's). `address` overrides resolving, as `proxy_connect_address` does; `timings`
+/// records how long resolving and connecting took, failed or not, and the rules' verdict. A
+/// failure is counted in the metrics by its cause.
+#[allow(clippy::too_many_arguments)]
 pub async fn connect(
     ctx: &ServerContext,
     route: &Route,
     purpose: Purpose,
     target: &Target,
+    rules: &Rules<'_>,
     address: Option<(IpAddr, Option<u16>)>,
     options: DialOptions,
     timings: &mut Timings,
 ) -> Result<Upstream, ProxyError> {
-    let result = reach(ctx, route, purpose, target, address, options, timings).await;
+    let mut verdict = Verdict::Allow;
+    let destinations = rules.destinations;
+    let result = reach(
+        ctx,
+        route,
+        purpose,
+        target,
+        destinations,
+        address,
+        options,
+        timings,
+        &mut verdict,
+    )
+    .await;
     if let Err(error) = &result
         && let Some(cause) = error.class().connect_failure
     {
         metrics::get().connect_failed(cause);
     }
+    match &result {
+        Err(ProxyError::DestinationDenied(_)) => verdict = Verdict::Deny,
+        Ok(_) if verdict == Verdict::WouldDeny => metrics::get().would_deny(rules.user),
+        _ => {}
+    }
+    timings.verdict = Some(verdict);
     result
 }
 
 /// The destination rules that judge a name apply whatever the route; then the route's way.
+/// `verdict` becomes the sternest thing the rules said of a request that goes on.
+#[allow(clippy::too_many_arguments)]
 async fn reach(
     ctx: &ServerContext,
     route: &Route,
     purpose: Purpose,
     target: &Target,
+    rules: &DestinationRules,
     address: Option<(IpAddr, Option<u16>)>,
     options: DialOptions,
     timings: &mut Timings,
+    verdict: &mut Verdict,
 ) -> Result<Upstream, ProxyError> {
     // A host rule settles some names before any DNS query is sent.
-    if let Some(Err(denied)) = ctx.config.access.destinations.check_name(&target.host) {
-        return Err(ProxyError::DestinationDenied(denied.to_string()));
+    match rules.check_name(&target.host) {
+        Some(Err(denied)) => return Err(ProxyError::DestinationDenied(denied.to_string())),
+        Some(Ok(said)) => *verdict = verdict.and(said),
+        None => {}
     }
     match route {
-        Route::Direct => direct(ctx, target, address, options, timings).await,
+        Route::Direct => direct(ctx, target, rules, address, options, timings, verdict).await,
         Route::Parent(parent) => {
             // The parent resolves names: they meet the name rules only, address rules passed
             // over. An address literal is judged here, loop guard included.
-            if let Host::Name(_) = target.host
-                && let Err(denied) = ctx
-                    .config
-                    .access
-                    .destinations
+            if let Host::Name(_) = target.host {
+                let said = rules
                     .check_unresolved(&target.host)
-            {
-                return Err(ProxyError::DestinationDenied(denied.to_string()));
+                    .map_err(|denied| ProxyError::DestinationDenied(denied.to_string()))?;
+                *verdict = verdict.and(said);
             }
             if let Host::Ip(ip) = target.host {
                 let addr = SocketAddr::new(ip, target.port);
@@ -111,9 +141,10 @@ async fn reach(
                         "{addr} is this proxy's own listener"
                     )));
                 }
-                if let Err(denied) = ctx.config.access.destinations.check_addr(&target.host, ip) {
-                    return Err(ProxyError::DestinationDenied(denied.to_string()));
-                }
+                let said = rules
+                    .check_addr(&target.host, ip)
+                    .map_err(|denied| ProxyError::DestinationDenied(denied.to_string()))?;
+                *verdict = verdict.and(said);
             }
             let started = Instant::now();
             let reached = parent
@@ -136,11 +167,12 @@ async fn reach(
 async fn direct(
     ctx: &ServerContext,
     target: &Target,
+    rules: &DestinationRules,
     address: Option<(IpAddr, Option<u16>)>,
     options: DialOptions,
     timings: &mut Timings,
+    verdict: &mut Verdict,
 ) -> Result<Upstream, ProxyError> {
-    let rules = &ctx.config.access.destinations;
     let started = Instant::now();
     let addrs = match address {
         Some((ip, port)) => vec![SocketAddr::new(ip, port.unwrap_or(target.port))],
@@ -158,12 +190,15 @@ async fn direct(
                 Err(format!("{addr} is this proxy's own listener"))
             } else if address.is_some() {
                 // The operator chose this address: only the loop guard applies to it.
-                Ok(())
+                Ok(Verdict::Allow)
             } else {
                 rules
                     .check_addr(&target.host, addr.ip())
                     .map_err(|d| d.to_string())
             };
+            if let Ok(said) = checked {
+                *verdict = verdict.and(said);
+            }
             if let Err(why) = checked {
                 first_denial.get_or_insert(why);
                 return false;

@@ -459,10 +459,10 @@ fn proxy_connect_allow_all_still_checks_the_other_ports() {
 #[test]
 fn resolver_refusals() {
     assert_refused(
-        &server("    resolver dns.example;"),
+        &server("    resolver dns.example.invalid;"),
         4,
-        "invalid address \"dns.example\" in \"resolver\" directive: \
-         a name server is given by its IP address, optionally with a port",
+        "host not found in resolver \"dns.example.invalid\" (a name server is given by its IP \
+         address, or by a name this machine can resolve)",
     );
     assert_refused(
         &server("    resolver 127.0.0.1 ipv4=off ipv6=off;"),
@@ -501,7 +501,7 @@ fn proxy_connect_bind_refusals() {
     assert_refused(
         &server("    proxy_connect_bind $var;"),
         4,
-        "variables in \"proxy_connect_bind\" are not supported",
+        "unknown \"var\" variable",
     );
     assert_refused(
         &server("    proxy_connect_bind localhost;"),
@@ -515,13 +515,13 @@ fn proxy_connect_address_refusals() {
     assert_refused(
         &server("    proxy_connect_address $x;"),
         4,
-        "variables in \"proxy_connect_address\" are not supported",
+        "unknown \"x\" variable",
     );
     assert_refused(
-        &server("    proxy_connect_address upstream.example:443;"),
+        &server("    proxy_connect_address upstream..example:443;"),
         4,
-        "invalid address \"upstream.example:443\" in \"proxy_connect_address\" directive: \
-         an IP address, optionally with a port, is needed",
+        "invalid address \"upstream..example:443\" in \"proxy_connect_address\" directive: \
+         an IP address or a host name, optionally with a port, is needed",
     );
 }
 

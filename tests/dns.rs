@@ -617,11 +617,15 @@ fn every_directive_form_parses_and_bad_forms_name_their_line() {
         assert!(ok, "{good}: {stderr}");
     }
     for (bad, message) in [
-        ("resolver dns.example;", "invalid address \"dns.example\""),
         (
-            "resolver dns.example:53;",
-            "invalid address \"dns.example:53\"",
+            "resolver dns.example.invalid;",
+            "host not found in resolver \"dns.example.invalid\"",
         ),
+        (
+            "resolver dns.example.invalid:53;",
+            "host not found in resolver \"dns.example.invalid:53\"",
+        ),
+        ("resolver dns_example;", "invalid address \"dns_example\""),
         ("resolver 127.0.0.1:0;", "invalid address \"127.0.0.1:0\""),
         ("resolver valid=30s;", "no name server address"),
         (

@@ -15,6 +15,11 @@
 //! An IPv6 address that carries an IPv4 address (`::ffff:127.0.0.1`, NAT64 `64:ff9b::7f00:1`,
 //! 6to4, Teredo) is judged by that IPv4 address too: see [`super::embedded`]. The proxy's own
 //! listeners are refused whatever the rules say, by [`super::own`].
+//!
+//! `destination_mode report` turns a rule's denial into a [`Verdict::WouldDeny`]: the rules are
+//! then read on as if that rule were not there, the request goes on, and the verdict is logged
+//! and counted, so an allowlist can meet real traffic before it bites. The built-in list and
+//! the loop guard are never in report mode.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -146,10 +151,40 @@ const BUILT_IN: &[(Cidr, &str)] = &[
     ),
 ];
 
-/// A server block's destination rules.
+/// What the destination rules said of a request that went on (`$destination_verdict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// A rule denies it, but `destination_mode report` lets it through.
+    WouldDeny,
+    Deny,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::WouldDeny => "would-deny",
+            Verdict::Deny => "deny",
+        }
+    }
+
+    /// The verdict of a request judged twice (a name, then addresses): the sterner one.
+    pub fn and(self, other: Verdict) -> Verdict {
+        if other as u8 > self as u8 {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// A server block's (or a `users` block's) destination rules.
 #[derive(Debug, Clone, Default)]
 pub struct DestinationRules {
     rules: Vec<DestinationRule>,
+    /// `destination_mode report`: a rule's denial is only reported.
+    pub report: bool,
 }
 
 impl DestinationRules {
@@ -157,47 +192,69 @@ impl DestinationRules {
         self.rules.push(rule);
     }
 
+    /// Forgets the rules (a level's first rule replaces what it inherited), not the mode.
+    pub fn clear(&mut self) {
+        self.rules.clear();
+    }
+
     /// The decision the name alone settles: `Some` when a host rule (or `all`) matches before
     /// any address rule could. `None` means the addresses decide. `Some(Ok)` is no licence for
     /// the addresses: [`DestinationRules::check_addr`] still holds them to the built-in list.
-    pub fn check_name(&self, host: &Host) -> Option<Result<(), Denied>> {
+    pub fn check_name(&self, host: &Host) -> Option<Result<Verdict, Denied>> {
+        let mut reported = Verdict::Allow;
         for rule in &self.rules {
             let decided = match (&rule.matcher, host) {
                 (Matcher::All, _) => true,
                 (Matcher::Host(pattern), Host::Name(name)) => pattern.matches(name),
                 (Matcher::Host(_), Host::Ip(_)) => false,
-                (Matcher::Addr(_), _) => return None,
+                (Matcher::Addr(_), _) => break,
             };
             if decided {
-                return Some(verdict(rule, host));
+                match self.verdict(rule, host) {
+                    // Report mode: noted, then judged as if the rule were not there.
+                    Ok(Verdict::WouldDeny) => reported = Verdict::WouldDeny,
+                    said => return Some(said.map(|said| said.and(reported))),
+                }
             }
         }
-        None
+        (reported == Verdict::WouldDeny).then_some(Ok(reported))
     }
 
     /// The decision for a name sluice does not resolve (a parent proxy resolves it): the
     /// first host rule (or `all`) that matches decides. Address rules cannot see the name's
     /// addresses and are passed over; no match allows.
-    pub fn check_unresolved(&self, name: &Host) -> Result<(), Denied> {
-        let rule = self.rules.iter().find(|rule| match (&rule.matcher, name) {
-            (Matcher::All, _) => true,
-            (Matcher::Host(pattern), Host::Name(name)) => pattern.matches(name),
-            (Matcher::Host(_) | Matcher::Addr(_), _) => false,
-        });
-        rule.map_or(Ok(()), |rule| verdict(rule, name))
+    pub fn check_unresolved(&self, name: &Host) -> Result<Verdict, Denied> {
+        let mut reported = Verdict::Allow;
+        let matching = self
+            .rules
+            .iter()
+            .filter(|rule| match (&rule.matcher, name) {
+                (Matcher::All, _) => true,
+                (Matcher::Host(pattern), Host::Name(name)) => pattern.matches(name),
+                (Matcher::Host(_) | Matcher::Addr(_), _) => false,
+            });
+        for rule in matching {
+            match self.verdict(rule, name) {
+                Ok(Verdict::WouldDeny) => reported = Verdict::WouldDeny,
+                said => return said.map(|said| said.and(reported)),
+            }
+        }
+        Ok(reported)
     }
 
     /// The decision for one resolved address of `host`. An address that carries an IPv4
     /// address passes only if every address it stands for passes.
-    pub fn check_addr(&self, host: &Host, ip: IpAddr) -> Result<(), Denied> {
+    pub fn check_addr(&self, host: &Host, ip: IpAddr) -> Result<Verdict, Denied> {
         let asked = ip.to_canonical();
         embedded::judged(asked)
             .into_iter()
-            .try_for_each(|judged| self.check_one(host, asked, judged))
+            .try_fold(Verdict::Allow, |verdict, judged| {
+                Ok(verdict.and(self.check_one(host, asked, judged)?))
+            })
     }
 
     /// The decision for `judged`, one of the addresses `asked` stands for.
-    fn check_one(&self, host: &Host, asked: IpAddr, judged: IpAddr) -> Result<(), Denied> {
+    fn check_one(&self, host: &Host, asked: IpAddr, judged: IpAddr) -> Result<Verdict, Denied> {
         let shown = if asked == judged {
             asked.to_string()
         } else {
@@ -205,6 +262,7 @@ impl DestinationRules {
         };
         // The range of the address rule that allowed `judged`; a host rule or `all` opens none.
         let mut opened = None;
+        let mut said = Verdict::Allow;
         for rule in &self.rules {
             let matched = match (&rule.matcher, host) {
                 (Matcher::All, _) => true,
@@ -212,33 +270,44 @@ impl DestinationRules {
                 (Matcher::Host(_), Host::Ip(_)) => false,
                 (Matcher::Addr(range), _) => range.contains(judged),
             };
-            if matched {
-                verdict(rule, host).map_err(|Denied(why)| Denied(format!("{shown}: {why}")))?;
-                if let Matcher::Addr(range) = &rule.matcher {
-                    opened = Some(*range);
-                }
-                break;
+            if !matched {
+                continue;
             }
+            let verdict = self
+                .verdict(rule, host)
+                .map_err(|Denied(why)| Denied(format!("{shown}: {why}")))?;
+            if verdict == Verdict::WouldDeny {
+                // Report mode: noted, then judged as if the rule were not there.
+                said = verdict;
+                continue;
+            }
+            if let Matcher::Addr(range) = &rule.matcher {
+                opened = Some(*range);
+            }
+            break;
         }
         match BUILT_IN.iter().find(|(range, _)| range.contains(judged)) {
-            Some((range, _)) if opened.is_some_and(|rule| rule.within(range)) => Ok(()),
+            Some((range, _)) if opened.is_some_and(|rule| rule.within(range)) => Ok(said),
             Some((range, what)) => Err(Denied(format!(
                 "{shown} is a {what} address ({range}), which sluice refuses unless a \
                  destination_allow rule names an address range inside {range}"
             ))),
-            None => Ok(()),
+            None => Ok(said),
         }
     }
-}
 
-fn verdict(rule: &DestinationRule, host: &Host) -> Result<(), Denied> {
-    if rule.allow {
-        Ok(())
-    } else {
-        Err(Denied(format!(
-            "{host} is refused by destination_deny in {}",
-            rule.origin
-        )))
+    /// What `rule`, which matched `host`, says under this mode.
+    fn verdict(&self, rule: &DestinationRule, host: &Host) -> Result<Verdict, Denied> {
+        if rule.allow {
+            Ok(Verdict::Allow)
+        } else if self.report {
+            Ok(Verdict::WouldDeny)
+        } else {
+            Err(Denied(format!(
+                "{host} is refused by destination_deny in {}",
+                rule.origin
+            )))
+        }
     }
 }
 
@@ -295,6 +364,45 @@ mod tests {
         assert!(rules.check_unresolved(&name("fine.test")).is_ok());
         rules.push(rule(false, Matcher::All, 3));
         assert!(rules.check_unresolved(&name("fine.test")).is_err());
+    }
+
+    #[test]
+    fn report_mode_notes_a_denial_and_reads_on_but_keeps_the_built_in_list() {
+        let mut rules = DestinationRules::default();
+        rules.push(rule(
+            false,
+            Matcher::Host(HostPattern::parse(".blocked.test")),
+            1,
+        ));
+        rules.push(rule(
+            false,
+            Matcher::Addr(Cidr::parse("192.0.2.9").unwrap()),
+            2,
+        ));
+        rules.push(rule(
+            true,
+            Matcher::Addr(Cidr::parse("127.0.0.2").unwrap()),
+            3,
+        ));
+        rules.push(rule(false, Matcher::All, 4));
+        assert!(rules.check_name(&name("a.blocked.test")).unwrap().is_err());
+        rules.report = true;
+        let blocked = name("a.blocked.test");
+        assert_eq!(rules.check_name(&blocked), Some(Ok(Verdict::WouldDeny)));
+        assert_eq!(rules.check_unresolved(&blocked), Ok(Verdict::WouldDeny));
+        assert_eq!(
+            rules.check_addr(&blocked, ip("192.0.2.1")),
+            Ok(Verdict::WouldDeny)
+        );
+        let fine = name("fine.test");
+        assert_eq!(
+            rules.check_addr(&fine, ip("192.0.2.9")),
+            Ok(Verdict::WouldDeny)
+        );
+        // A rule further down opens a built-in range; nothing else does, report or not.
+        assert_eq!(rules.check_addr(&fine, ip("127.0.0.2")), Ok(Verdict::Allow));
+        assert!(rules.check_addr(&blocked, ip("127.0.0.1")).is_err());
+        assert!(rules.check_addr(&blocked, ip("169.254.169.254")).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! A line sluice cannot use (an unknown or malformed hash, DES crypt(3), no colon) is a warning
 //! naming `file:line`, and its user cannot log in; the rest of the file still works, as in
-//! nginx. Every hash comes from a crate (MD5-crypt excepted, see [`super::md5_crypt`]) and every
+//! nginx. Every hash comes from a crate (MD5-crypt excepted, see `md5_crypt`) and every
 //! comparison is constant-time.
 
 use std::collections::HashMap;

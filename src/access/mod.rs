@@ -9,10 +9,11 @@ pub mod htpasswd;
 mod md5_crypt;
 mod own;
 pub mod settings;
+pub mod users;
 
 pub use auth::Auth;
 pub use cidr::Cidr;
-pub use destination::{DestinationRule, DestinationRules, HostPattern, Matcher};
+pub use destination::{DestinationRule, DestinationRules, HostPattern, Matcher, Verdict};
 pub use own::{OwnListeners, host_addresses};
 
 use std::net::IpAddr;

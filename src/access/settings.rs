@@ -10,7 +10,7 @@ use super::ClientRules;
 use super::cidr::Cidr;
 use super::destination::{DestinationRule, DestinationRules, HostPattern, Matcher};
 use super::htpasswd::Users;
-use crate::config::directive::{Context, HTTP_SERVER, HTTP_SERVER_LOCATION, MANY, Spec};
+use crate::config::directive::{Context, HTTP_SERVER_LOCATION, HTTP_SERVER_USERS, MANY, Spec};
 use crate::config::values::{SPLITS_A_LINE, splits_a_line};
 use crate::config::{ConfigError, Cx, Directive};
 
@@ -27,8 +27,9 @@ pub const DIRECTIVES: &[Spec] = &[
         .refused_in(Context::Location, SERVER_WIDE),
     Spec::used("auth_basic_user_file", HTTP_SERVER_LOCATION, (1, 1), true)
         .refused_in(Context::Location, SERVER_WIDE),
-    Spec::used("destination_allow", HTTP_SERVER, (1, MANY), false),
-    Spec::used("destination_deny", HTTP_SERVER, (1, MANY), false),
+    Spec::used("destination_allow", HTTP_SERVER_USERS, (1, MANY), false),
+    Spec::used("destination_deny", HTTP_SERVER_USERS, (1, MANY), false),
+    Spec::used("destination_mode", HTTP_SERVER_USERS, (1, 1), true),
 ];
 
 /// Who may use a server and where they may go. A server starts with its `http` block's.
@@ -62,18 +63,8 @@ impl AccessSettings {
                 self.clients
                     .push(directive.name == "allow", range, cx.origin(directive.line));
             }
-            "destination_allow" | "destination_deny" => {
-                if cx.first_in_level("destination_allow") {
-                    self.destinations = DestinationRules::default();
-                }
-                for arg in &directive.args {
-                    let matcher = destination(cx, directive, arg)?;
-                    self.destinations.push(DestinationRule {
-                        allow: directive.name == "destination_allow",
-                        matcher,
-                        origin: cx.origin(directive.line),
-                    });
-                }
+            "destination_allow" | "destination_deny" | "destination_mode" => {
+                destinations(cx, directive, &mut self.destinations)?;
             }
             "auth_basic" => {
                 // The realm is sent in every `Proxy-Authenticate` header.
@@ -107,6 +98,41 @@ impl AccessSettings {
             "\"auth_basic\" needs \"auth_basic_user_file\" in the same server block or above it",
         )
     }
+}
+
+/// Applies `destination_allow`, `destination_deny` or `destination_mode` to `rules` (a
+/// server's or a `users` block's). A level's first rule replaces the inherited ones; the mode
+/// is inherited on its own.
+pub fn destinations(
+    cx: &mut Cx,
+    directive: &Directive,
+    rules: &mut DestinationRules,
+) -> Result<(), ConfigError> {
+    if directive.name == "destination_mode" {
+        rules.report = match directive.args[0].as_str() {
+            "enforce" => false,
+            "report" => true,
+            other => {
+                return Err(cx.error(
+                    directive,
+                    format!("invalid value \"{other}\" in \"destination_mode\" directive, it must be \"enforce\" or \"report\""),
+                ));
+            }
+        };
+        return Ok(());
+    }
+    if cx.first_in_level("destination_allow") {
+        rules.clear();
+    }
+    for arg in &directive.args {
+        let matcher = destination(cx, directive, arg)?;
+        rules.push(DestinationRule {
+            allow: directive.name == "destination_allow",
+            matcher,
+            origin: cx.origin(directive.line),
+        });
+    }
+    Ok(())
 }
 
 /// One argument of `destination_allow` / `destination_deny`: `all`, an address or CIDR, or

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Entry;
 use crate::template::Template;
+use crate::variables::{Declared, Var};
 
 /// nginx's `combined` format, predefined.
 pub const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request\" $status \
@@ -57,10 +58,20 @@ pub struct LogFormat {
 impl LogFormat {
     /// Parses the (already concatenated) format string. The error is nginx's wording.
     pub fn parse(name: &str, escape: Escape, text: &str) -> Result<LogFormat, String> {
+        LogFormat::parse_declared(name, escape, text, &Declared::default())
+    }
+
+    /// [`LogFormat::parse`], where the `set` and `map` variables of the file may be used too.
+    pub fn parse_declared(
+        name: &str,
+        escape: Escape,
+        text: &str,
+        declared: &Declared,
+    ) -> Result<LogFormat, String> {
         Ok(LogFormat {
             name: name.to_string(),
             escape,
-            template: Template::parse(text, Var::lookup)?,
+            template: crate::variables::parse(text, declared)?,
         })
     }
 
@@ -69,7 +80,7 @@ impl LogFormat {
         LogFormat::parse("combined", Escape::Default, COMBINED).expect("combined parses")
     }
 
-    /// `sluice`: see [`SLUICE`].
+    /// `sluice`: see `SLUICE`.
     pub fn sluice() -> LogFormat {
         LogFormat::parse("sluice", Escape::Default, SLUICE).expect("sluice parses")
     }
@@ -94,191 +105,8 @@ impl LogFormat {
     }
 }
 
-/// The variables a `log_format` may use.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Var {
-    RemoteAddr,
-    RemotePort,
-    /// `$proxy_protocol_addr`, `$proxy_protocol_port`: the client a PROXY header named.
-    ProxyProtocolAddr,
-    ProxyProtocolPort,
-    /// `$realip_remote_addr`, `$realip_remote_port`: the TCP peer (the balancer).
-    RealipRemoteAddr,
-    RealipRemotePort,
-    RemoteUser,
-    TimeLocal,
-    TimeIso8601,
-    Msec,
-    Request,
-    RequestMethod,
-    RequestUri,
-    ServerProtocol,
-    Status,
-    BytesSent,
-    BodyBytesSent,
-    BytesReceived,
-    RequestTime,
-    ConnectHost,
-    ConnectPort,
-    ConnectAddr,
-    ResolveTime,
-    ConnectTime,
-    UpstreamAddr,
-    /// `$upstream_proxy`: the parent proxy's name, or `direct`.
-    UpstreamProxy,
-    Connection,
-    ConnectionRequests,
-    Pid,
-    ServerAddr,
-    ServerPort,
-    /// `$http_NAME`: a request header, underscores standing for dashes.
-    Http(String),
-}
-
-impl Var {
-    fn lookup(name: &str) -> Option<Var> {
-        Some(match name {
-            "remote_addr" => Var::RemoteAddr,
-            "remote_port" => Var::RemotePort,
-            "proxy_protocol_addr" => Var::ProxyProtocolAddr,
-            "proxy_protocol_port" => Var::ProxyProtocolPort,
-            "realip_remote_addr" => Var::RealipRemoteAddr,
-            "realip_remote_port" => Var::RealipRemotePort,
-            "remote_user" => Var::RemoteUser,
-            "time_local" => Var::TimeLocal,
-            "time_iso8601" => Var::TimeIso8601,
-            "msec" => Var::Msec,
-            "request" => Var::Request,
-            "request_method" => Var::RequestMethod,
-            "request_uri" => Var::RequestUri,
-            "server_protocol" => Var::ServerProtocol,
-            "status" => Var::Status,
-            "bytes_sent" => Var::BytesSent,
-            "body_bytes_sent" => Var::BodyBytesSent,
-            "bytes_received" | "request_length" => Var::BytesReceived,
-            "request_time" => Var::RequestTime,
-            "connect_host" => Var::ConnectHost,
-            "connect_port" => Var::ConnectPort,
-            "connect_addr" => Var::ConnectAddr,
-            "proxy_connect_resolve_time" => Var::ResolveTime,
-            "proxy_connect_connect_time" | "upstream_connect_time" => Var::ConnectTime,
-            "upstream_addr" => Var::UpstreamAddr,
-            "upstream_proxy" => Var::UpstreamProxy,
-            "connection" => Var::Connection,
-            "connection_requests" => Var::ConnectionRequests,
-            "pid" => Var::Pid,
-            "server_addr" => Var::ServerAddr,
-            "server_port" => Var::ServerPort,
-            _ => {
-                let header = name.strip_prefix("http_")?;
-                if header.is_empty() {
-                    return None;
-                }
-                Var::Http(header.replace('_', "-"))
-            }
-        })
-    }
-
-    /// Appends this variable's raw value to `out`; `false` if it has none (nginx's "not
-    /// found", written as `-`).
-    fn value(&self, entry: &Entry, now: SystemTime, out: &mut Vec<u8>) -> bool {
-        let head = entry.head.as_deref();
-        macro_rules! text {
-            ($($arg:tt)*) => {{
-                let _ = write!(out, $($arg)*);
-                true
-            }};
-        }
-        match self {
-            Var::RemoteAddr => text!("{}", entry.client.peer.ip()),
-            Var::RemotePort => text!("{}", entry.client.peer.port()),
-            Var::ProxyProtocolAddr => match entry.client.proxy_protocol {
-                Some(source) => text!("{}", source.ip()),
-                None => false,
-            },
-            Var::ProxyProtocolPort => match entry.client.proxy_protocol {
-                Some(source) => text!("{}", source.port()),
-                None => false,
-            },
-            Var::RealipRemoteAddr => text!("{}", entry.client.tcp_peer.ip()),
-            Var::RealipRemotePort => text!("{}", entry.client.tcp_peer.port()),
-            Var::RemoteUser => match &entry.user {
-                Some(user) => text!("{user}"),
-                None => false,
-            },
-            Var::TimeLocal => with_clock(now, |clock| text!("{}", clock.local)),
-            Var::TimeIso8601 => with_clock(now, |clock| text!("{}", clock.iso8601)),
-            Var::Msec => {
-                let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-                text!("{}.{:03}", since.as_secs(), since.subsec_millis())
-            }
-            Var::Request => match head {
-                Some(h) => text!("{} {} HTTP/1.{}", h.method, h.target, h.version),
-                None => false,
-            },
-            Var::RequestMethod => match head {
-                Some(h) => text!("{}", h.method),
-                None => false,
-            },
-            Var::RequestUri => match head {
-                Some(h) => text!("{}", h.target),
-                None => false,
-            },
-            Var::ServerProtocol => match head {
-                Some(h) => text!("HTTP/1.{}", h.version),
-                None => false,
-            },
-            Var::Status => text!("{:03}", entry.status),
-            Var::BytesSent => text!("{}", entry.bytes_sent),
-            Var::BodyBytesSent => text!("{}", entry.body_bytes_sent),
-            Var::BytesReceived => text!("{}", entry.bytes_received),
-            Var::RequestTime => seconds(out, entry.started.elapsed()),
-            Var::ConnectHost => match &entry.connect {
-                Some(target) => text!("{}", target.host),
-                None => false,
-            },
-            Var::ConnectPort => match &entry.connect {
-                Some(target) => text!("{}", target.port),
-                None => false,
-            },
-            Var::ConnectAddr => match (&entry.connect, entry.upstream) {
-                (Some(_), Some(addr)) => text!("{addr}"),
-                _ => false,
-            },
-            Var::UpstreamProxy => match &entry.route {
-                Some(route) => text!("{route}"),
-                None => false,
-            },
-            Var::UpstreamAddr => match entry.upstream {
-                Some(addr) => text!("{addr}"),
-                None => false,
-            },
-            Var::ResolveTime => entry.timings.resolve.is_some_and(|t| seconds(out, t)),
-            Var::ConnectTime => entry.timings.connect.is_some_and(|t| seconds(out, t)),
-            Var::Connection => text!("{}", entry.client.id),
-            Var::ConnectionRequests => text!("{}", entry.requests),
-            Var::Pid => text!("{}", std::process::id()),
-            Var::ServerAddr => match entry.client.local {
-                Some(local) => text!("{}", local.ip()),
-                None => false,
-            },
-            Var::ServerPort => match entry.client.local {
-                Some(local) => text!("{}", local.port()),
-                None => false,
-            },
-            Var::Http(name) => match head.and_then(|h| h.header(name)) {
-                Some(value) => {
-                    out.extend_from_slice(value);
-                    true
-                }
-                None => false,
-            },
-        }
-    }
-}
-
 /// A duration in seconds with millisecond resolution, as nginx writes `$request_time`.
-fn seconds(out: &mut Vec<u8>, time: Duration) -> bool {
+pub(crate) fn seconds(out: &mut Vec<u8>, time: Duration) -> bool {
     let _ = write!(out, "{}.{:03}", time.as_secs(), time.subsec_millis());
     true
 }
@@ -315,19 +143,19 @@ pub fn escape_json(value: &[u8], out: &mut Vec<u8>) {
 
 /// The two local-time renderings of one second, kept per thread: every line within the same
 /// second reuses them.
-struct Clock {
+pub(crate) struct Clock {
     second: i64,
     /// `$time_local`: `10/Oct/2000:13:55:36 -0700`.
-    local: String,
+    pub(crate) local: String,
     /// `$time_iso8601`: `2000-10-10T13:55:36-07:00`.
-    iso8601: String,
+    pub(crate) iso8601: String,
 }
 
 thread_local! {
     static CLOCK: RefCell<Option<Clock>> = const { RefCell::new(None) };
 }
 
-fn with_clock<T>(now: SystemTime, use_it: impl FnOnce(&Clock) -> T) -> T {
+pub(crate) fn with_clock<T>(now: SystemTime, use_it: impl FnOnce(&Clock) -> T) -> T {
     let second = match now.duration_since(UNIX_EPOCH) {
         Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
         Err(_) => 0,

@@ -6,7 +6,7 @@
 //! line is dropped and counted. The writer keeps files by path and outlives any one
 //! configuration, so a reload only builds new [`AccessLog`] handles.
 
-mod format;
+pub(crate) mod format;
 pub mod settings;
 mod writer;
 
@@ -27,6 +27,7 @@ use crate::request::Head;
 use crate::route::Route;
 use crate::target::Target;
 use crate::upstream::Timings;
+use crate::variables::Vars;
 
 /// Where lines go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -122,6 +123,8 @@ pub struct Entry<'a> {
     /// The location that served a forwarded request (its index in the server's `locations`):
     /// its access log is the one written.
     pub location: Option<usize>,
+    /// The request's `set` and `map` variables and regex captures.
+    pub vars: Vars,
 }
 
 impl<'a> Entry<'a> {
@@ -142,6 +145,7 @@ impl<'a> Entry<'a> {
             route: None,
             timings: Timings::default(),
             location: None,
+            vars: Vars::default(),
         }
     }
 
@@ -173,6 +177,7 @@ impl<'a> Entry<'a> {
             route: self.route,
             timings: self.timings,
             location: self.location,
+            vars: self.vars,
         }
     }
 }

@@ -62,8 +62,13 @@ pub fn log_format(cx: &mut Cx, directive: &Directive) -> Result<(), ConfigError>
             "invalid number of arguments in \"log_format\" directive",
         ));
     }
-    let format = LogFormat::parse(name, escape, &strings.concat())
-        .map_err(|reason| cx.error(directive, reason))?;
+    let format = LogFormat::parse_declared(
+        name,
+        escape,
+        &strings.concat(),
+        cx.state::<crate::variables::Declared>(),
+    )
+    .map_err(|reason| cx.error(directive, reason))?;
     cx.state::<Formats>()
         .0
         .insert(name.clone(), Arc::new(format));

@@ -20,6 +20,10 @@ pub enum Context {
     Http,
     Server,
     Location,
+    /// `users NAME... { }` in a server: rules for requests authenticated as those users.
+    Users,
+    /// Inside `if (...) { }`, in a server or a location.
+    If,
 }
 
 pub const MAIN: &[Context] = &[Context::Main];
@@ -27,6 +31,7 @@ pub const MAIN_HTTP: &[Context] = &[Context::Main, Context::Http];
 pub const HTTP_SERVER: &[Context] = &[Context::Http, Context::Server];
 pub const SERVER: &[Context] = &[Context::Server];
 pub const LOCATION: &[Context] = &[Context::Location];
+pub const HTTP_SERVER_USERS: &[Context] = &[Context::Http, Context::Server, Context::Users];
 pub const HTTP_SERVER_LOCATION: &[Context] = &[Context::Http, Context::Server, Context::Location];
 pub const ANYWHERE: &[Context] = &[
     Context::Main,
@@ -167,6 +172,16 @@ impl Cx<'_> {
         context: Context,
     ) -> Result<Vec<&'t Directive>, ConfigError> {
         self.start_level();
+        self.check_nested(block, context)
+    }
+
+    /// [`Cx::check`] for a block that belongs to the level around it (`if`), whose marks
+    /// it keeps.
+    pub fn check_nested<'t>(
+        &mut self,
+        block: &'t [Directive],
+        context: Context,
+    ) -> Result<Vec<&'t Directive>, ConfigError> {
         let mut used = Vec::new();
         let mut seen = HashSet::new();
         for directive in block {

@@ -2,7 +2,8 @@
 //!
 //! The rules follow nginx's own lexer: words end at whitespace, `;`, `{` or `}`; `#` starts a
 //! comment only where a token could start; `"…"` and `'…'` quote a word, with `\"`, `\'`, `\\`,
-//! `\t`, `\r` and `\n` unescaped inside; `${name}` keeps its braces inside an unquoted word.
+//! `\t`, `\r` and `\n` unescaped inside (a `)` may follow the closing quote, as in
+//! `if ($a = "b")`); `${name}` keeps its braces inside an unquoted word.
 
 use super::error::ConfigError;
 
@@ -124,8 +125,9 @@ impl Lexer<'_> {
             }
         }
         // nginx insists on a separator after a closing quote: `"a"b` is an error, not `ab`.
+        // A `)` may follow, closing an `if` condition: it becomes a word of its own.
         match self.peek() {
-            None | Some(b' ' | b'\t' | b'\r' | b'\n' | b';' | b'{' | b'}') => {}
+            None | Some(b' ' | b'\t' | b'\r' | b'\n' | b';' | b'{' | b'}' | b')') => {}
             Some(other) => {
                 return Err(self.error(self.line, format!("unexpected \"{}\"", other as char)));
             }
@@ -228,6 +230,21 @@ mod tests {
         assert_eq!(
             words("x ${connect_host}:1;"),
             vec![word("x"), word("${connect_host}:1"), Token::Semicolon]
+        );
+    }
+
+    #[test]
+    fn a_quoted_word_may_close_an_if_condition() {
+        assert_eq!(
+            words("if ($host = \"a b\") {"),
+            vec![
+                word("if"),
+                word("($host"),
+                word("="),
+                word("a b"),
+                word(")"),
+                Token::OpenBrace
+            ]
         );
     }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::chunked::{Chunk, ChunkError, ChunkedDecoder};
 use super::framing::Framing;
-use crate::relay::write_all;
+use crate::relay::{Budget, write_all};
 use crate::stream::ReadBuf;
 use crate::transport::{ReadSide, WriteSide};
 
@@ -36,9 +36,11 @@ pub enum BodyError {
     Write,
 }
 
-/// The streams a body moves between, and how long each may stall.
-pub struct Pipe<'a, R, W> {
+/// The streams a body moves between, how long each may stall, and the budget reads ask.
+pub struct Pipe<'a, R, W, B> {
     pub from: &'a mut R,
+    /// A bandwidth limit (a response's), or [`crate::relay::Unlimited`].
+    pub budget: B,
     pub buf: &'a mut ReadBuf,
     pub to: &'a mut W,
     pub read_timeout: Duration,
@@ -53,7 +55,7 @@ pub struct Pipe<'a, R, W> {
     pub written: u64,
 }
 
-impl<R: ReadSide, W: WriteSide> Pipe<'_, R, W> {
+impl<R: ReadSide, W: WriteSide, B: Budget> Pipe<'_, R, W, B> {
     /// Moves one body of `framing`, written out as `encoding`. Returns the body bytes moved.
     pub async fn copy(&mut self, framing: Framing, encoding: Encoding) -> Result<u64, BodyError> {
         let moved = match framing {
@@ -126,7 +128,12 @@ impl<R: ReadSide, W: WriteSide> Pipe<'_, R, W> {
             self.write(&[]).await?;
         }
         let max = usize::try_from(max).unwrap_or(usize::MAX);
-        match self.buf.fill(&mut *self.from, max, self.read_timeout).await {
+        let from = &mut *self.from;
+        match self
+            .buf
+            .fill_within(from, &mut self.budget, max, self.read_timeout)
+            .await
+        {
             Ok(n) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(BodyError::ReadTimeout),
             Err(_) => Err(BodyError::Truncated),

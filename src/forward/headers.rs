@@ -53,6 +53,8 @@ pub struct RequestInfo<'a> {
     pub head: &'a Head,
     pub uri: &'a AbsoluteUri,
     pub peer: SocketAddr,
+    /// The request's record, for every other variable (`set`, `map`, `$request_port`...).
+    pub entry: Option<&'a crate::access_log::Entry<'a>>,
 }
 
 impl RequestInfo<'_> {
@@ -85,6 +87,13 @@ impl RequestInfo<'_> {
             HeaderVar::Http(name) => {
                 if let Some(value) = self.head.header(name) {
                     out.push_str(&String::from_utf8_lossy(value));
+                }
+            }
+            HeaderVar::Other(var) => {
+                if let Some(entry) = self.entry {
+                    let mut value = Vec::new();
+                    var.value(entry, std::time::SystemTime::now(), &mut value);
+                    out.push_str(&String::from_utf8_lossy(&value));
                 }
             }
         }
@@ -292,6 +301,7 @@ mod tests {
             head: &head,
             uri: &uri,
             peer: "192.0.2.9:5555".parse().unwrap(),
+            entry: None,
         };
         let framing = super::super::framing::request(&head.headers, head.version).unwrap();
         String::from_utf8(request_head(

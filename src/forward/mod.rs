@@ -29,11 +29,15 @@ use tokio::net::TcpStream;
 use self::body::{BodyError, Encoding, Pipe};
 use self::framing::Framing;
 use self::headers::{ClientFraming, RequestInfo, ResponseHead};
+use crate::access;
+use crate::access::Verdict;
+use crate::access::users::Rules;
 use crate::access_log::Entry;
 use crate::context::ServerContext;
 use crate::dial::DialOptions;
 use crate::error::ProxyError;
-use crate::relay::write_all;
+use crate::limits::rate::{Throttle, Way};
+use crate::relay::{Unlimited, write_all};
 use crate::request::Head;
 use crate::route::{self, Route};
 use crate::stream::{Conn, HeadError, ReadBuf};
@@ -99,6 +103,8 @@ pub async fn forward<S: ClientStream>(
     }
     let route = route::pick(ctx, &uri.target);
     entry.route = Some(route.clone());
+    let user = entry.user.clone();
+    let rules = access::users::rules_for(config, user.as_deref());
     let parent = match &route {
         Route::Parent(parent) => Some(&**parent),
         Route::Direct => None,
@@ -109,6 +115,7 @@ pub async fn forward<S: ClientStream>(
         head,
         uri: &uri,
         peer,
+        entry: Some(&*entry),
     };
     let exchange = Exchange {
         ctx,
@@ -120,6 +127,7 @@ pub async fn forward<S: ClientStream>(
         route,
         destination: uri.target.to_string(),
         peer,
+        rules,
     };
     // The origin may close a pooled connection just as it is taken, or after reading the
     // request. Only an idempotent request without body bytes may be sent again (RFC 9110
@@ -131,6 +139,10 @@ pub async fn forward<S: ClientStream>(
             break;
         };
         entry.upstream = Some(upstream.addr);
+        let judged =
+            access::users::judge_reused(&rules, &exchange.route, &uri.target, upstream.addr);
+        entry.timings.verdict = Some(judged.as_ref().map_or(Verdict::Deny, |v| *v));
+        judged?;
         match exchange.run(client, upstream, entry).await {
             Err(Attempt::Stale) if replayable => continue,
             result => return exchange.settle(result),
@@ -146,6 +158,7 @@ pub async fn forward<S: ClientStream>(
         &exchange.route,
         Purpose::Forward,
         &uri.target,
+        &rules,
         None,
         options,
         &mut entry.timings,
@@ -200,6 +213,8 @@ struct Exchange<'a> {
     /// `host:port`, as the request named it.
     destination: String,
     peer: SocketAddr,
+    /// The rules of the request's user (bandwidth limits for the response).
+    rules: Rules<'a>,
 }
 
 impl Exchange<'_> {
@@ -274,6 +289,7 @@ impl Exchange<'_> {
             let send = async {
                 let mut pipe = Pipe {
                     from: &mut client_in,
+                    budget: Unlimited,
                     buf: client_buf,
                     to: &mut up_out,
                     read_timeout: self.ctx.config.client.body_timeout,
@@ -516,8 +532,10 @@ impl Exchange<'_> {
         );
         answered.store(true, Ordering::Relaxed);
         entry.status = response.status;
+        let budget = Throttle::new(self.rules.rates, Way::Down, self.peer.ip(), self.rules.user);
         let mut pipe = Pipe {
             from: upstream,
+            budget,
             buf: up_buf,
             to: client,
             read_timeout,

@@ -8,6 +8,7 @@ use crate::config::directive::{HTTP_SERVER, HTTP_SERVER_LOCATION, LOCATION, MANY
 use crate::config::values::{PortList, SPLITS_A_LINE, parse_flag, splits_a_line};
 use crate::config::{ConfigError, Cx, Directive};
 use crate::template::Template;
+use crate::variables::{Declared, Var};
 
 /// `proxy_pass`, in a location.
 pub const PASS_DIRECTIVES: &[Spec] = &[Spec::used("proxy_pass", LOCATION, (1, 1), true)];
@@ -113,8 +114,13 @@ impl Forwarding {
                         format!("invalid value in \"proxy_set_header\" directive: {SPLITS_A_LINE}"),
                     ));
                 }
-                let value = Template::parse(&directive.args[1], HeaderVar::lookup)
-                    .map_err(|reason| cx.error(directive, reason))?;
+                let declared = cx.state::<Declared>();
+                let value = Template::parse(&directive.args[1], |name| {
+                    HeaderVar::lookup(name).or_else(|| {
+                        Var::lookup_declared(name, declared).map(HeaderVar::Other)
+                    })
+                })
+                .map_err(|reason| cx.error(directive, reason))?;
                 self.set_headers.push(SetHeader { name, value });
             }
             "proxy_connect_timeout" => self.connect_timeout = cx.time(directive)?,
@@ -167,6 +173,8 @@ pub enum HeaderVar {
     RequestMethod,
     /// `$http_NAME`: the request header NAME (underscores stand for dashes).
     Http(String),
+    /// Any other variable (`set`, `map`, `$request_port`, ...), read from the request's record.
+    Other(Var),
 }
 
 impl HeaderVar {

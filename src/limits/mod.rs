@@ -1,7 +1,9 @@
 //! Connection limits: `max_connections` over the whole process and
 //! `max_connections_per_client` per server block, held as permits that give their place back
-//! when the connection's task ends; and the open-file limit the process runs with.
+//! when the connection's task ends; the open-file limit the process runs with; and bandwidth
+//! limits ([`rate`]).
 
+pub mod rate;
 pub mod settings;
 
 use std::collections::HashMap;

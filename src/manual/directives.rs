@@ -57,8 +57,22 @@ pub const HELP: &[Help] = &[
     help("proxy_connect_read_timeout", "TIME", "60s", "deprecated alias of proxy_connect_data_timeout (warns)"),
     help("proxy_connect_send_timeout", "TIME", "none", "accepted with a warning: it has no function, as in the nginx module"),
     help("proxy_connect_response", "\"TEXT\"", "200 head", "the whole success head, ending in \\r\\n\\r\\n; $connect_host, $connect_port, $connect_addr"),
-    help("proxy_connect_address", "IP[:PORT] | off", "off", "dial this address instead of the resolved one"),
-    help("proxy_connect_bind", "IP | off", "off", "source address of upstream connections"),
+    help("proxy_connect_address", "ADDRESS[:PORT] | off", "off", "dial this address instead of the resolved one; may be a name or hold variables (empty: the client's target)"),
+    help("proxy_connect_bind", "IP | off", "off", "source address of upstream connections; may hold variables (CONNECT only)"),
+    // nginx 1.31's tunnel module.
+    help("tunnel_pass", "[ADDRESS]", "off", "serve CONNECT, to ADDRESS or $host:$request_port; no port list unless proxy_connect_allow is written"),
+    help("tunnel_connect_timeout", "TIME", "60s", "as proxy_connect_connect_timeout"),
+    help("tunnel_read_timeout", "TIME", "60s", "as proxy_connect_data_timeout"),
+    help("tunnel_send_timeout", "TIME", "none", "accepted with a warning: tunnel_read_timeout bounds both directions"),
+    help("tunnel_bind", "ADDRESS | off", "off", "source address of tunnels' upstream connections; may hold variables"),
+    help("tunnel_buffer_size", "SIZE", "none", "accepted with a warning: sluice sizes its own buffers"),
+    help("tunnel_socket_keepalive", "on | off", "off", "accepted with a warning: tunnel_read_timeout ends idle tunnels"),
+    // nginx's rewrite module.
+    help("map", "SOURCE $VAR { [hostnames;] [default V;] KEY V; ~RE V; ... }", "-", "a variable looked up from another, once per request when read; regex captures in V"),
+    help("if", "(CONDITION) { ... }", "-", "set, return, break when $var, = != ~ ~* !~ !~* holds; regex captures $1..$9 inside"),
+    help("set", "$VAR VALUE", "-", "give a variable a value in the rewrite phase, before access checks"),
+    help("return", "CODE [TEXT] | CODE URL | URL", "-", "answer at once (CONNECT too, before any dial); 444 closes"),
+    help("break", "", "-", "inside if: stop this level's rewrite directives"),
     // DNS.
     help("resolver", "ADDR[:PORT] ... [valid=TIME] [ipv4=on|off] [ipv6=on|off]", "system DNS", "name servers, tried in order; valid= overrides the TTLs"),
     help("resolver_timeout", "TIME", "30s", "bound on one name lookup (then 504)"),
@@ -76,6 +90,13 @@ pub const HELP: &[Help] = &[
     help("auth_basic_user_file", "FILE", "-", "htpasswd file of the users auth_basic accepts; read at startup and on reload"),
     help("destination_allow", "all | CIDR | HOST | *.HOST | .HOST ...", "-", "destinations allowed; rules are checked in order, the first match wins"),
     help("destination_deny", "all | CIDR | HOST | *.HOST | .HOST ...", "-", "destinations refused (403); after the rules, a built-in list refuses loopback, link-local, multicast and cloud metadata addresses"),
+    help("destination_mode", "enforce | report", "enforce", "report: a request a destination rule would deny is served, logged with $destination_verdict would-deny and counted; the built-in list still refuses"),
+    // Per-user rules and bandwidth.
+    help("users", "NAME ... { ... }", "-", "in a server with auth_basic: destination rules, proxy_connect_allow and limit_rate* for requests authenticated as these names"),
+    help("limit_rate", "RATE", "0 (off)", "bytes per second for each direction of each tunnel and each forwarded response (512k, 4m)"),
+    help("limit_rate_after", "SIZE", "0", "the first SIZE bytes of each tunnel direction or response move unlimited"),
+    help("limit_rate_per_client", "RATE", "0 (off)", "bytes per second shared fairly by all connections of one client address, each direction"),
+    help("limit_rate_per_user", "RATE", "0 (off)", "bytes per second shared fairly by all connections of one authenticated user, each direction"),
     // Plain-HTTP forwarding.
     help("proxy_pass", "http://$http_host$request_uri", "-", "forward plain-HTTP requests to the host in their URI (the only form)"),
     help("proxy_http_allow", "all | PORT | LO-HI ...", "all", "ports a forwarded request may reach"),

@@ -242,6 +242,8 @@ fn contexts(spec: &Spec) -> String {
             Context::Http => "http",
             Context::Server => "server",
             Context::Location => "location",
+            Context::Users => "users",
+            Context::If => "if",
         })
         .collect::<Vec<_>>()
         .join(", ")

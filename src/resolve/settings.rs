@@ -81,15 +81,19 @@ fn resolver(cx: &Cx, directive: &Directive) -> Result<ResolverSettings, ConfigEr
                 return Err(cx.error(directive, format!("invalid parameter \"{arg}\"")));
             }
             None => {
-                let (ip, port) = parse_ip_and_port(arg).ok_or_else(|| {
-                    cx.error(
+                if let Some((ip, port)) = parse_ip_and_port(arg) {
+                    settings
+                        .servers
+                        .push(SocketAddr::new(ip, port.unwrap_or(53)));
+                    continue;
+                }
+                if !looks_like_a_name(arg) {
+                    return Err(cx.error(
                         directive,
-                        format!("invalid address \"{arg}\" in \"resolver\" directive: a name server is given by its IP address, optionally with a port"),
-                    )
-                })?;
-                settings
-                    .servers
-                    .push(SocketAddr::new(ip, port.unwrap_or(53)));
+                        format!("invalid address \"{arg}\" in \"resolver\" directive: a name server is given by its IP address or name, optionally with a port"),
+                    ));
+                }
+                settings.servers.extend(by_name(cx, directive, arg)?);
             }
         }
     }
@@ -103,4 +107,42 @@ fn resolver(cx: &Cx, directive: &Directive) -> Result<ResolverSettings, ConfigEr
         return Err(cx.error(directive, "\"ipv4\" and \"ipv6\" cannot both be \"off\""));
     }
     Ok(settings)
+}
+
+/// `NAME[:PORT]` with a host name (not an IP address) and a port from 1.
+fn looks_like_a_name(arg: &str) -> bool {
+    let (host, port) = match arg.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (arg, None),
+    };
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    port_ok
+        && host.bytes().any(|b| b.is_ascii_alphabetic())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// A name server given by name, as nginx allows: looked up once, when the file is read, by
+/// the system's resolver (nginx does the same), every address it has becoming a server.
+fn by_name(cx: &Cx, directive: &Directive, arg: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    use std::net::ToSocketAddrs;
+    let with_port = match arg.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() => arg.to_string(),
+        _ => format!("{arg}:53"),
+    };
+    let found: Vec<SocketAddr> = with_port
+        .to_socket_addrs()
+        .map(|addrs| addrs.collect())
+        .unwrap_or_default();
+    if found.is_empty() {
+        return Err(cx.error(
+            directive,
+            format!(
+                "host not found in resolver \"{arg}\" (a name server is given by its IP \
+                 address, or by a name this machine can resolve)"
+            ),
+        ));
+    }
+    Ok(found)
 }

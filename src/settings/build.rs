@@ -10,10 +10,10 @@
 use std::time::Duration;
 
 use super::{Config, Location, LocationMatch, Server, ignored, listen};
-use crate::config::directive::{Context, Entry, MAIN, MAIN_HTTP, SERVER, Spec};
+use crate::config::directive::{Context, Entry, MAIN, MAIN_HTTP, MANY, SERVER, Spec};
 use crate::config::{ConfigError, Cx, Directive};
 use crate::{
-    access, access_log, connect, forward, limits, parent, request, resolve, route, status,
+    access, access_log, connect, forward, limits, parent, request, resolve, rewrite, route, status,
     transport, workers,
 };
 
@@ -22,6 +22,7 @@ const BLOCKS: &[Spec] = &[
     Spec::block("http", MAIN, (0, 0)),
     Spec::block("server", MAIN_HTTP, (0, 0)),
     Spec::block("location", SERVER, (1, 2)),
+    Spec::block("users", SERVER, (1, MANY)),
 ];
 
 /// `shutdown_timeout`: how long open connections may finish once the process is told to stop.
@@ -42,16 +43,20 @@ const REGISTRY: &[&[Spec]] = &[
     access::settings::DIRECTIVES,
     limits::settings::PROCESS_DIRECTIVES,
     limits::settings::SERVER_DIRECTIVES,
+    limits::settings::RATE_DIRECTIVES,
     access_log::settings::FORMAT_DIRECTIVES,
     access_log::settings::DIRECTIVES,
     status::settings::DIRECTIVES,
     transport::settings::DIRECTIVES,
     parent::settings::DIRECTIVES,
     route::DIRECTIVES,
+    rewrite::MAP_DIRECTIVES,
+    rewrite::DIRECTIVES,
+    rewrite::LUA_DIRECTIVES,
     ignored::DIRECTIVES,
 ];
 
-/// Every directive sluice knows, in the order of [`REGISTRY`]: the manual lists them all.
+/// Every directive sluice knows, in the order of `REGISTRY`: the manual lists them all.
 pub fn directives() -> impl Iterator<Item = &'static Spec> {
     REGISTRY.iter().flat_map(|specs| specs.iter())
 }
@@ -118,6 +123,10 @@ const SERVER_LEVEL: &[Entry<Server>] = &[
         set: |cx, d, server| limits::settings::set(cx, d, &mut server.max_connections_per_client),
     },
     Entry {
+        specs: limits::settings::RATE_DIRECTIVES,
+        set: |cx, d, server| server.rates.set(cx, d),
+    },
+    Entry {
         specs: access_log::settings::DIRECTIVES,
         set: |cx, d, server| server.access_log.set(cx, d),
     },
@@ -128,6 +137,14 @@ const SERVER_LEVEL: &[Entry<Server>] = &[
     Entry {
         specs: route::DIRECTIVES,
         set: |cx, d, server| server.routes.set(cx, d),
+    },
+    Entry {
+        specs: rewrite::MAP_DIRECTIVES,
+        set: |cx, d, server| server.rewrite.set(cx, d),
+    },
+    Entry {
+        specs: rewrite::DIRECTIVES,
+        set: |cx, d, server| server.rewrite.set(cx, d),
     },
 ];
 
@@ -145,6 +162,10 @@ const LOCATION_LEVEL: &[Entry<Location>] = &[
         specs: access_log::settings::DIRECTIVES,
         set: |cx, d, location| location.access_log.set(cx, d),
     },
+    Entry {
+        specs: rewrite::DIRECTIVES,
+        set: |cx, d, location| location.rewrite.set(cx, d),
+    },
 ];
 
 /// Builds the typed configuration from a parsed file.
@@ -158,6 +179,8 @@ pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
         status_listen: None,
         warnings: Vec::new(),
     };
+    // The variables `set` and `map` declare, so any template may use them wherever they stand.
+    rewrite::declare(tree, cx.state());
     // `log_format`s first, so an `access_log` may name a format wherever it is defined.
     let http_bodies = tree
         .iter()
@@ -236,10 +259,21 @@ fn server(cx: &mut Cx, block: &Directive, defaults: &Server) -> Result<Server, C
     server.origin = cx.origin(block.line);
     let body = block.block.as_deref().unwrap_or_default();
     let directives = cx.check(body, Context::Server)?;
-    // Server-level settings first, wherever they stand: locations inherit them.
-    for directive in directives.iter().filter(|d| d.name != "location") {
+    // Server-level settings first, wherever they stand: locations and users blocks inherit them.
+    let nested = |d: &&&Directive| d.name == "location" || d.name == "users";
+    for directive in directives.iter().filter(|d| !nested(d)) {
         cx.dispatch(directive, Context::Server, SERVER_LEVEL, &mut server)?;
     }
+    let users: Vec<&Directive> = directives
+        .iter()
+        .copied()
+        .filter(|d| d.name == "users")
+        .collect();
+    for directive in &users {
+        let block = access::users::block(cx, directive, &server)?;
+        server.users.push(block);
+    }
+    access::users::check(cx, &users, &server)?;
     for directive in directives.iter().filter(|d| d.name == "location") {
         let location = location(cx, directive, &server)?;
         if server
@@ -304,6 +338,7 @@ fn location(cx: &mut Cx, block: &Directive, server: &Server) -> Result<Location,
         proxy_pass: false,
         forwarding: server.forwarding.clone(),
         access_log: server.access_log.clone(),
+        rewrite: Default::default(),
     };
     let body = block.block.as_deref().unwrap_or_default();
     for directive in cx.check(body, Context::Location)? {

@@ -16,13 +16,16 @@ pub use build::directives;
 pub use listen::Listen;
 
 use crate::access::settings::AccessSettings;
+use crate::access::users::UsersBlock;
 use crate::access_log::AccessLog;
 use crate::config::values::PortList;
 use crate::config::{ConfigError, Origin};
 use crate::connect::ConnectSettings;
 use crate::forward::settings::Forwarding;
+use crate::limits::settings::Rates;
 use crate::request::settings::ClientSettings;
 use crate::resolve::settings::DnsSettings;
+use crate::rewrite::Rewrite;
 use crate::route::Routes;
 use crate::status::settings::StatusListen;
 use crate::transport::RealIp;
@@ -110,12 +113,18 @@ pub struct Server {
     pub access: AccessSettings,
     /// `max_connections_per_client`: connections open at once from one client address.
     pub max_connections_per_client: Option<usize>,
+    /// `limit_rate*`: bandwidth limits for everyone not named in a `users` block.
+    pub rates: Rates,
+    /// `users NAME... { }`: other rules for requests authenticated as those names.
+    pub users: Vec<UsersBlock>,
     /// `set_real_ip_from`, `proxy_protocol_timeout`: for `listen ... proxy_protocol`.
     pub real_ip: RealIp,
     /// `access_log`: for CONNECT, refusals, and locations without their own.
     pub access_log: AccessLog,
     /// `route`: which destinations go through a parent proxy.
     pub routes: Routes,
+    /// `set`, `if`, `return` at server level, and the file's `map`s.
+    pub rewrite: Rewrite,
     pub locations: Vec<Location>,
 }
 
@@ -132,9 +141,12 @@ impl Server {
             forwarding: Forwarding::default(),
             access: AccessSettings::default(),
             max_connections_per_client: None,
+            rates: Rates::default(),
+            users: Vec::new(),
             real_ip: RealIp::default(),
             access_log: AccessLog::default(),
             routes: Routes::default(),
+            rewrite: Rewrite::default(),
             locations: Vec::new(),
         }
     }
@@ -170,6 +182,8 @@ pub struct Location {
     pub forwarding: Forwarding,
     /// `access_log`: the server's unless the location has its own.
     pub access_log: AccessLog,
+    /// `set`, `if`, `return` of this location: run after the server's.
+    pub rewrite: Rewrite,
 }
 
 /// Which paths a location matches.
