@@ -14,6 +14,10 @@
 //! origin and proxy share the cores, and the table gives sluice's figure as a ratio of it.
 //! The machine may be shared: compare ratios within one run, not figures across runs.
 //!
+//! sluice also listens with TLS (`listen ... ssl`, a certificate made by the `openssl` CLI):
+//! the `tls` figure runs the tunnel loads (`t1`, `t16`, `setup`, the TLS handshake included)
+//! through it too, and a second table gives them beside the plain listener's.
+//!
 //! Origins and load generator run on two separate tokio runtimes in this process; sluice runs in
 //! its own process, restarted before each repeat so that memory is always measured on a fresh one.
 
@@ -26,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
@@ -56,7 +60,8 @@ const USAGE: &str =
   --seconds S   length of each timed load (default 5)
   --repeat R    runs of the whole matrix, medians printed (default 1)
   --idle N      tunnels held for the memory figure (default 5000)
-  --only LIST   comma-separated subset of: start,idle,setup,t1,t16,http";
+  --only LIST   comma-separated subset of: start,idle,setup,t1,t16,http,tls
+                (tls: the setup, t1 and t16 loads also through the TLS listener)";
 
 fn main() {
     let options = match Options::parse(std::env::args().skip(1)) {
@@ -85,7 +90,7 @@ impl Options {
             seconds: 5.0,
             repeat: 1,
             idle: 5000,
-            only: ["start", "idle", "setup", "t1", "t16", "http"]
+            only: ["start", "idle", "setup", "t1", "t16", "http", "tls"]
                 .map(String::from)
                 .to_vec(),
         };
@@ -147,13 +152,19 @@ fn run(options: &Options) -> Res<()> {
             );
         }
         // Alternate which side goes first, so that neither always runs on a warmer machine.
-        let sides = if repeat % 2 == 0 {
-            [Side::Sluice, Side::Direct]
-        } else {
-            [Side::Direct, Side::Sluice]
-        };
+        let mut sides = vec![Side::Sluice, Side::Direct];
+        if options.wants("tls") {
+            match proxy.tls_addr {
+                Some(_) => sides.insert(1, Side::SluiceTls),
+                None => eprintln!("  tls: skipped (openssl could not make a certificate)"),
+            }
+        }
+        if repeat % 2 == 1 {
+            sides.reverse();
+        }
         let route = |side: Side| match side {
             Side::Sluice => Route::Proxy(proxy.addr),
+            Side::SluiceTls => Route::ProxyTls(proxy.tls_addr.expect("a TLS listener")),
             Side::Direct => Route::Direct,
         };
         if options.wants("idle") && idle > 0 {
@@ -179,11 +190,14 @@ fn run(options: &Options) -> Res<()> {
                 "  idle: {alive} of {idle} tunnels alive after the hold, RSS {before} -> {holding} KiB"
             );
         }
-        for side in sides {
+        for &side in &sides {
             if !options.wants("setup") {
                 break;
             }
             let rate = load_rt.block_on(setup_rate(route(side), origins.echo, options.seconds));
+            if side == Side::SluiceTls {
+                table.tls_setups += 1;
+            }
             eprintln!("  setup {side:?}: {rate:?}");
             table.errors += rate.errors;
             table.add(Row::SetupRate, side, rate.per_second);
@@ -198,23 +212,35 @@ fn run(options: &Options) -> Res<()> {
                 (Direction::Up, origins.sink),
                 (Direction::Down, origins.source),
             ] {
-                for side in sides {
+                for &side in &sides {
+                    let pid = (side != Side::Direct).then(|| proxy.pid());
                     let moved = load_rt.block_on(throughput(
                         route(side),
                         target,
                         conns,
                         direction,
                         options.seconds,
+                        pid,
                     ));
                     eprintln!("  {conns} × {direction:?} {side:?}: {moved:?}");
                     table.errors += moved.failed;
                     table.add(Row::throughput(conns, direction), side, moved.gbps);
+                    if let (Some(cpu), 1) = (moved.cpu_ms_per_gib, conns) {
+                        let row = match direction {
+                            Direction::Up => Row::CpuUp1,
+                            Direction::Down => Row::CpuDown1,
+                        };
+                        table.add(row, side, cpu);
+                    }
                 }
             }
         }
-        for side in sides {
+        for &side in &sides {
             if !options.wants("http") {
                 break;
+            }
+            if side == Side::SluiceTls {
+                continue; // the TLS listener's figures are the tunnel loads
             }
             let rate = load_rt.block_on(http_rate(route(side), origins.http, options.seconds));
             eprintln!("  http {side:?}: {rate:?}");
@@ -268,6 +294,8 @@ fn open_file_room() -> io::Result<usize> {
 struct Sluice {
     child: Child,
     addr: SocketAddr,
+    /// The TLS listener, when a certificate could be made for it.
+    tls_addr: Option<SocketAddr>,
     /// From `spawn` to the first accepted TCP connection.
     start_ms: f64,
 }
@@ -275,6 +303,22 @@ struct Sluice {
 impl Sluice {
     fn start(binary: &PathBuf, dir: &std::path::Path) -> Res<Sluice> {
         let addr = free_port()?;
+        let tls_addr = match tls_certificate(dir) {
+            Ok(()) => Some(free_port()?),
+            Err(error) => {
+                eprintln!("no TLS listener: {error}");
+                None
+            }
+        };
+        let tls = match tls_addr {
+            Some(tls_addr) => format!(
+                "\x20   listen {tls_addr} ssl;\n\
+                 \x20   ssl_certificate {0}/server.pem;\n\
+                 \x20   ssl_certificate_key {0}/server.key;\n",
+                dir.display()
+            ),
+            None => String::new(),
+        };
         let config = dir.join("bench.conf");
         std::fs::write(
             &config,
@@ -282,6 +326,7 @@ impl Sluice {
                 "# written by benches/proxy.rs: loopback origins only\n\
                  server {{\n\
                  \x20   listen {addr};\n\
+                 {tls}\
                  \x20   resolver 127.0.0.1;\n\
                  \x20   proxy_connect;\n\
                  \x20   proxy_connect_allow all;\n\
@@ -322,6 +367,7 @@ impl Sluice {
         Ok(Sluice {
             child,
             addr,
+            tls_addr,
             start_ms,
         })
     }
@@ -351,6 +397,105 @@ impl Drop for Sluice {
         let _ = self.child.wait();
     }
 }
+
+/// Makes `ca.pem`, and `server.pem` + `server.key` for localhost and 127.0.0.1 in `dir` with
+/// the `openssl` CLI, and the client configuration that trusts the CA.
+fn tls_certificate(dir: &std::path::Path) -> Res<()> {
+    if TLS_CLIENT.get().is_some() {
+        return Ok(()); // made for the first repeat, kept for the others
+    }
+    let openssl = |args: &[&str]| -> Res<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+        }
+        Ok(())
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=bench CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ],
+        ]
+        .concat(),
+    )?;
+    openssl(
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    )?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-set_serial",
+        "1",
+        "-days",
+        "1",
+        "-out",
+        "server.pem",
+        "-extfile",
+        "server.ext",
+    ])?;
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    roots.add(rustls::pki_types::CertificateDer::from_pem_file(
+        dir.join("ca.pem"),
+    )?)?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let _ = TLS_CLIENT.set(tokio_rustls::TlsConnector::from(Arc::new(config)));
+    Ok(())
+}
+
+/// The load's TLS client, trusting the bench CA.
+static TLS_CLIENT: std::sync::OnceLock<tokio_rustls::TlsConnector> = std::sync::OnceLock::new();
 
 /// A loopback address with a port nobody is listening on right now.
 fn free_port() -> io::Result<SocketAddr> {
@@ -494,20 +639,49 @@ enum Route {
     Direct,
     /// Through the proxy at this address (a CONNECT tunnel, or an absolute-form request).
     Proxy(SocketAddr),
+    /// Through the proxy's TLS listener at this address (a CONNECT tunnel inside TLS).
+    ProxyTls(SocketAddr),
 }
 
-/// A connection to `target`: direct, or a tunnel opened with CONNECT.
-async fn open(route: Route, target: SocketAddr) -> io::Result<TcpStream> {
-    let proxy = match route {
+/// A load's connection: a socket, or TLS over one.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+type Stream = Box<dyn Io>;
+
+/// A connection to `target`: direct, or a tunnel opened with CONNECT (over TLS to a TLS
+/// listener, the handshake included).
+async fn open(route: Route, target: SocketAddr) -> io::Result<Stream> {
+    let (proxy, tls) = match route {
         Route::Direct => {
             let stream = TcpStream::connect(target).await?;
             stream.set_nodelay(true)?;
-            return Ok(stream);
+            return Ok(Box::new(stream));
         }
-        Route::Proxy(proxy) => proxy,
+        Route::Proxy(proxy) => (proxy, false),
+        Route::ProxyTls(proxy) => (proxy, true),
     };
-    let mut stream = TcpStream::connect(proxy).await?;
-    stream.set_nodelay(true)?;
+    let socket = TcpStream::connect(proxy).await?;
+    socket.set_nodelay(true)?;
+    if !tls {
+        let mut stream = socket;
+        ask_tunnel(&mut stream, target).await?;
+        return Ok(Box::new(stream));
+    }
+    let connector = TLS_CLIENT.get().expect("a TLS client with a TLS listener");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+    // rustls reads 4 KiB at a time: a buffer under it spares the client a system call per
+    // read, as TLS libraries that read whole records do.
+    let socket = tokio::io::BufReader::with_capacity(READ, socket);
+    let mut stream = connector.connect(name, socket).await?;
+    ask_tunnel(&mut stream, target).await?;
+    Ok(Box::new(stream))
+}
+
+/// Sends `CONNECT target` and reads the proxy's `200`.
+async fn ask_tunnel<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    target: SocketAddr,
+) -> io::Result<()> {
     let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut head = [0; 1024];
@@ -531,7 +705,7 @@ async fn open(route: Route, target: SocketAddr) -> io::Result<TcpStream> {
             if end + 4 != have {
                 return Err(io::Error::other("bytes after the CONNECT answer"));
             }
-            return Ok(stream);
+            return Ok(());
         }
         if have == head.len() {
             return Err(io::Error::other("CONNECT answer over 1 KiB"));
@@ -540,7 +714,7 @@ async fn open(route: Route, target: SocketAddr) -> io::Result<TcpStream> {
 }
 
 /// One byte written and echoed back.
-async fn ping(stream: &mut TcpStream) -> io::Result<()> {
+async fn ping(stream: &mut Stream) -> io::Result<()> {
     stream.write_all(b"p").await?;
     let mut byte = [0; 1];
     stream.read_exact(&mut byte).await?;
@@ -561,6 +735,8 @@ enum Direction {
 #[derive(Debug)]
 struct Moved {
     gbps: f64,
+    /// The proxy's CPU time (user + system) per GiB carried in the window, when measured.
+    cpu_ms_per_gib: Option<f64>,
     /// Tunnels that failed or moved nothing in the window.
     failed: u64,
 }
@@ -573,6 +749,7 @@ async fn throughput(
     conns: usize,
     direction: Direction,
     seconds: f64,
+    proxy_pid: Option<u32>,
 ) -> Moved {
     let mut opening = JoinSet::new();
     for _ in 0..conns {
@@ -615,16 +792,35 @@ async fn throughput(
             .collect::<Vec<u64>>()
     };
     tokio::time::sleep(WARMUP).await;
+    let cpu_before = proxy_pid.and_then(cpu_ms);
     let (before, started) = (read_all(), Instant::now());
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let (after, elapsed) = (read_all(), started.elapsed().as_secs_f64());
+    let cpu_after = proxy_pid.and_then(cpu_ms);
     pumps.abort_all();
     let stalled = before.iter().zip(&after).filter(|(b, a)| b == a).count() as u64;
     let bytes: u64 = after.iter().sum::<u64>() - before.iter().sum::<u64>();
+    let cpu_ms_per_gib = match (cpu_before, cpu_after) {
+        (Some(b), Some(a)) if bytes > 0 => Some((a - b) / (bytes as f64 / (MIB * 1024.0))),
+        _ => None,
+    };
     Moved {
         gbps: bytes as f64 * 8.0 / elapsed / 1e9,
+        cpu_ms_per_gib,
         failed: failed + stalled,
     }
+}
+
+/// The CPU time (user + system, ms) process `pid` has used, from /proc/PID/stat.
+fn cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks * 1000.0 / per_second)
 }
 
 #[derive(Debug)]
@@ -705,7 +901,7 @@ async fn setup_rate(route: Route, echo: SocketAddr, seconds: f64) -> Rate {
 async fn http_rate(route: Route, origin: SocketAddr, seconds: f64) -> Rate {
     let (dial, target) = match route {
         Route::Direct => (origin, "/1k".to_string()),
-        Route::Proxy(proxy) => (proxy, format!("http://{origin}/1k")),
+        Route::Proxy(proxy) | Route::ProxyTls(proxy) => (proxy, format!("http://{origin}/1k")),
     };
     let request: Arc<[u8]> =
         format!("GET {target} HTTP/1.1\r\nHost: {origin}\r\nAccept: */*\r\n\r\n")
@@ -826,7 +1022,7 @@ impl HttpClient {
 
 /// Opens `n` tunnels to the echo origin, each proven with one echoed byte, and returns them
 /// with the number that failed.
-async fn idle_tunnels(route: Route, echo: SocketAddr, n: usize) -> (Vec<TcpStream>, u64) {
+async fn idle_tunnels(route: Route, echo: SocketAddr, n: usize) -> (Vec<Stream>, u64) {
     let permits = Arc::new(Semaphore::new(IDLE_SETUP_CONCURRENCY));
     let mut opening = JoinSet::new();
     for _ in 0..n {
@@ -839,7 +1035,7 @@ async fn idle_tunnels(route: Route, echo: SocketAddr, n: usize) -> (Vec<TcpStrea
             tokio::time::timeout(OP_TIMEOUT, ping(&mut stream))
                 .await
                 .map_err(io::Error::other)??;
-            Ok::<TcpStream, io::Error>(stream)
+            Ok::<Stream, io::Error>(stream)
         });
     }
     let (mut held, mut errors) = (Vec::with_capacity(n), 0);
@@ -853,7 +1049,7 @@ async fn idle_tunnels(route: Route, echo: SocketAddr, n: usize) -> (Vec<TcpStrea
 }
 
 /// Proves every tunnel again after the hold; returns how many still echo.
-async fn prove_all(held: Vec<TcpStream>) -> usize {
+async fn prove_all(held: Vec<Stream>) -> usize {
     let permits = Arc::new(Semaphore::new(IDLE_SETUP_CONCURRENCY));
     let mut proving = JoinSet::new();
     for mut stream in held {
@@ -879,9 +1075,11 @@ fn micros_since(started: Instant) -> u32 {
 
 // ---- the report --------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Side {
     Sluice,
+    /// sluice's TLS listener.
+    SluiceTls,
     Direct,
 }
 
@@ -891,6 +1089,8 @@ enum Row {
     Down1,
     Up16,
     Down16,
+    CpuUp1,
+    CpuDown1,
     SetupRate,
     SetupP50,
     SetupP99,
@@ -905,11 +1105,13 @@ enum Row {
 }
 
 impl Row {
-    const ALL: [Row; 15] = [
+    const ALL: [Row; 17] = [
         Row::Up1,
         Row::Down1,
         Row::Up16,
         Row::Down16,
+        Row::CpuUp1,
+        Row::CpuDown1,
         Row::SetupRate,
         Row::SetupP50,
         Row::SetupP99,
@@ -939,6 +1141,8 @@ impl Row {
             Row::Down1 => "tunnel throughput, 1 stream down, Gbit/s ↑".into(),
             Row::Up16 => "tunnel throughput, 16 streams up, Gbit/s ↑".into(),
             Row::Down16 => "tunnel throughput, 16 streams down, Gbit/s ↑".into(),
+            Row::CpuUp1 => "proxy CPU per GiB carried, 1 stream up, ms ↓".into(),
+            Row::CpuDown1 => "proxy CPU per GiB carried, 1 stream down, ms ↓".into(),
             Row::SetupRate => "tunnel setup, 32 concurrent, tunnels/s ↑".into(),
             Row::SetupP50 => "tunnel setup latency p50, µs ↓".into(),
             Row::SetupP99 => "tunnel setup latency p99, µs ↓".into(),
@@ -957,13 +1161,15 @@ impl Row {
 #[derive(Default)]
 struct Table {
     /// (row, side) → one value per repeat.
-    cells: std::collections::BTreeMap<(Row, bool), Vec<f64>>,
+    cells: std::collections::BTreeMap<(Row, Side), Vec<f64>>,
     errors: u64,
+    /// Setup loads run through the TLS listener.
+    tls_setups: usize,
 }
 
 impl Table {
-    fn key(row: Row, side: Side) -> (Row, bool) {
-        (row, matches!(side, Side::Direct))
+    fn key(row: Row, side: Side) -> (Row, Side) {
+        (row, side)
     }
 
     fn add(&mut self, row: Row, side: Side, value: f64) {
@@ -986,6 +1192,57 @@ impl Table {
         } else {
             (values[n / 2 - 1] + values[n / 2]) / 2.0
         })
+    }
+}
+
+/// The TLS listener's figures beside the plain listener's, measured in the same run.
+fn print_tls_report(table: &Table) {
+    let rows = [
+        Row::Up1,
+        Row::Down1,
+        Row::Up16,
+        Row::Down16,
+        Row::CpuUp1,
+        Row::CpuDown1,
+        Row::SetupRate,
+        Row::SetupP50,
+        Row::SetupP99,
+    ];
+    if rows
+        .iter()
+        .all(|&row| table.median(row, Side::SluiceTls).is_none())
+    {
+        return;
+    }
+    println!();
+    println!(
+        "The TLS listener (listen ... ssl; TLS 1.3, the handshake in every setup; {} setup run(s)):",
+        table.tls_setups
+    );
+    println!();
+    println!("| figure | TLS listener | plain listener | TLS / plain |");
+    println!("| --- | ---: | ---: | ---: |");
+    for row in rows {
+        let (Some(tls), Some(plain)) = (
+            table.median(row, Side::SluiceTls),
+            table.median(row, Side::Sluice),
+        ) else {
+            continue;
+        };
+        let shown = |v: f64| {
+            if v >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        println!(
+            "| {} | {} | {} | {:.2}× |",
+            row.label(0),
+            shown(tls),
+            shown(plain),
+            tls / plain
+        );
     }
 }
 
@@ -1021,6 +1278,7 @@ fn print_report(options: &Options, idle: usize, table: &Table) {
             direct.map_or("–".into(), |d| format!("{:.2}×", sluice / d)),
         );
     }
+    print_tls_report(table);
     println!();
     println!(
         "errors (failed or stalled tunnels, failed requests): {}",

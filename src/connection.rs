@@ -34,7 +34,7 @@ use crate::stream::Conn;
 use crate::target::Target;
 use crate::transport::{self, ClientInfo, ClientStream, reset};
 use crate::tunnel::{self, Early, Outcome};
-use crate::upstream::{self, Purpose};
+use crate::upstream::{self, Purpose, UpstreamStream};
 
 /// `$connection`: connections accepted so far.
 static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
@@ -49,27 +49,50 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>,
     converse(done.stream, done.info, done.early, ctx, places).await;
 }
 
-/// Serves a connection of a `proxy_protocol` listener. The client is known only once the
-/// balancer's header is read, so its `max_connections_per_client` place is taken then; a
-/// client over it gets the same `503` as on a plain listener.
+/// Serves a connection of a `proxy_protocol` listener, or of an `ssl` one (`tls`), or both.
+/// The client is known only once the balancer's header is read, and an answer can be written
+/// only once TLS is set up, so its `max_connections_per_client` place is taken then; a client
+/// over it gets the same `503` as on a plain listener.
 pub async fn serve_proxied(
     socket: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ServerContext>,
     process: Permit,
+    proxied: bool,
+    tls: bool,
 ) {
     let _open = metrics::get().connection();
-    let real_ip = &ctx.config.real_ip;
-    let Some(done) = transport::handshake(socket, peer, ctx.logs(), Some(real_ip)).await else {
+    let real_ip = proxied.then_some(&ctx.config.real_ip);
+    let Some(done) = transport::handshake(socket, peer, ctx.logs(), real_ip).await else {
         return;
     };
-    let Some(client) = ctx.per_client.try_acquire(done.info.peer.ip()) else {
+    if !tls {
+        return placed(done.stream, done.info, done.early, ctx, process).await;
+    }
+    let Some(acceptor) = &ctx.config.tls.acceptor else {
+        return; // a reload turned `ssl` on before this context had its certificate
+    };
+    let timeout = ctx.config.tls.handshake_timeout;
+    if let Some((stream, info)) = transport::tls::accept(acceptor, done, timeout).await {
+        placed(stream, info, Vec::new(), ctx, process).await;
+    }
+}
+
+/// Takes the client's `max_connections_per_client` place, then serves its requests.
+async fn placed<S: ClientStream>(
+    stream: S,
+    info: ClientInfo,
+    early: Vec<u8>,
+    ctx: Arc<ServerContext>,
+    process: Permit,
+) {
+    let Some(client) = ctx.per_client.try_acquire(info.peer.ip()) else {
         let error = ProxyError::Overloaded("max_connections_per_client");
-        log::debug!("{}: 503: {error}", done.info.peer);
-        return refuse(done.stream, error).await;
+        log::debug!("{}: 503: {error}", info.peer);
+        return refuse(stream, error).await;
     };
     let places = Places::new(process, client);
-    converse(done.stream, done.info, done.early, ctx, places).await;
+    converse(stream, info, early, ctx, places).await;
 }
 
 /// Reads request after request from `stream` until one ends the connection: an error answer,
@@ -87,6 +110,7 @@ async fn converse<S: ClientStream>(
         tcp_peer: info.tcp_peer,
         proxy_protocol: info.proxy_protocol,
         local: info.local,
+        tls: info.tls.clone(),
         id: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
     };
     let mut client = Conn::with_bytes(stream, early);
@@ -125,7 +149,8 @@ async fn converse<S: ClientStream>(
             return refuse_logged(client.stream, entry, log, answer).await;
         }
         match admit(&head, peer, &ctx).await {
-            Ok(user) => entry.user = user,
+            // Basic authentication names the user; else a client certificate does.
+            Ok(user) => entry.user = user.or_else(|| certificate_user(&info)),
             Err(error) => {
                 return refuse_logged(client.stream, entry, &config.access_log, error).await;
             }
@@ -169,6 +194,12 @@ async fn converse<S: ClientStream>(
             Err(error) => return refuse_logged(client.stream, entry, log, error).await,
         }
     }
+}
+
+/// The user a verified client certificate names, if the client sent one.
+fn certificate_user(info: &ClientInfo) -> Option<String> {
+    let facts = info.tls.as_deref()?;
+    facts.user_name().map(str::to_string)
 }
 
 /// Who may use this server: `allow`/`deny` first, then proxy authentication, as nginx orders
@@ -272,7 +303,7 @@ async fn connect<S: ClientStream>(
 /// A connection that became a tunnel (after a CONNECT's `200` or an upgrade's `101`).
 struct Tunnel<S> {
     client: S,
-    upstream: TcpStream,
+    upstream: UpstreamStream,
     early: Early,
     /// The bandwidth limits of each direction.
     budgets: [Throttle; 2],
@@ -318,7 +349,7 @@ fn hand_over<S: ClientStream>(
 async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> Outcome {
     let sockets = [
         tunnel.client.socket().as_raw_fd(),
-        tunnel.upstream.as_raw_fd(),
+        tunnel.upstream.socket().as_raw_fd(),
     ];
     let run = tunnel::run(
         tunnel.client,

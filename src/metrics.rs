@@ -29,6 +29,8 @@ pub struct Metrics {
     connect_failures: [Counter; ConnectFailure::ALL.len()],
     refused: [Counter; Refusal::ALL.len()],
     access_log_dropped: Counter,
+    tls_handshakes: Counter,
+    tls_handshake_failures: [Counter; TlsFailure::ALL.len()],
     /// Parent proxies by name, from the first request routed through each.
     parents: Mutex<BTreeMap<String, ParentStats>>,
     /// Bytes that moved only after waiting for a bandwidth limit.
@@ -151,6 +153,41 @@ impl Refusal {
     }
 }
 
+/// Why a TLS handshake with a client failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// `ssl_handshake_timeout` passed.
+    Timeout,
+    /// The client spoke plain HTTP to the TLS port (answered `400`).
+    PlainHttp,
+    /// The client sent no certificate where one is required, or one that did not verify.
+    ClientCertificate,
+    /// The client gave up with an alert (typically: it does not trust the certificate).
+    Alert,
+    /// Anything else: not TLS, no common protocol or cipher, a broken message, a reset.
+    Protocol,
+}
+
+impl TlsFailure {
+    const ALL: [TlsFailure; 5] = [
+        TlsFailure::Timeout,
+        TlsFailure::PlainHttp,
+        TlsFailure::ClientCertificate,
+        TlsFailure::Alert,
+        TlsFailure::Protocol,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            TlsFailure::Timeout => "timeout",
+            TlsFailure::PlainHttp => "plain_http",
+            TlsFailure::ClientCertificate => "client_certificate",
+            TlsFailure::Alert => "alert",
+            TlsFailure::Protocol => "protocol",
+        }
+    }
+}
+
 /// A parent proxy's servers as the metrics see them (`sluice_parent_servers_up`).
 pub trait Peers: Send + Sync {
     /// Servers not taken out by `max_fails` now.
@@ -221,6 +258,8 @@ impl Metrics {
             connect_failures: [const { Counter::new() }; ConnectFailure::ALL.len()],
             refused: [const { Counter::new() }; Refusal::ALL.len()],
             access_log_dropped: Counter::new(),
+            tls_handshakes: Counter::new(),
+            tls_handshake_failures: [const { Counter::new() }; TlsFailure::ALL.len()],
             parents: Mutex::new(BTreeMap::new()),
             delayed: Counter::new(),
             would_deny: Counter::new(),
@@ -341,6 +380,14 @@ impl Metrics {
         self.refused[reason as usize].add(1);
     }
 
+    /// A TLS handshake with a client finished, or failed for `failure`.
+    pub fn tls_handshake(&self, failure: Option<TlsFailure>) {
+        match failure {
+            None => self.tls_handshakes.add(1),
+            Some(failure) => self.tls_handshake_failures[failure as usize].add(1),
+        }
+    }
+
     pub fn access_log_dropped(&self) {
         self.access_log_dropped.add(1);
     }
@@ -365,7 +412,7 @@ impl Metrics {
             "sluice_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
-        let simple: [(&str, &str, &str, u64); 9] = [
+        let simple: [(&str, &str, &str, u64); 10] = [
             (
                 "sluice_connections_open",
                 "gauge",
@@ -407,6 +454,12 @@ impl Metrics {
                 "counter",
                 "Access log lines dropped because the writer fell behind.",
                 self.access_log_dropped.get(),
+            ),
+            (
+                "sluice_tls_handshakes_total",
+                "counter",
+                "TLS handshakes with clients that succeeded (ssl listeners).",
+                self.tls_handshakes.get(),
             ),
             (
                 "sluice_limit_delayed_bytes_total",
@@ -479,6 +532,17 @@ impl Metrics {
                 (
                     format!("reason=\"{}\"", r.label()),
                     self.refused[*r as usize].get(),
+                )
+            }),
+        );
+        labelled(
+            out,
+            "sluice_tls_handshake_failures_total",
+            "TLS handshakes with clients that failed, by reason.",
+            TlsFailure::ALL.iter().map(|f| {
+                (
+                    format!("reason=\"{}\"", f.label()),
+                    self.tls_handshake_failures[*f as usize].get(),
                 )
             }),
         );

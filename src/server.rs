@@ -78,6 +78,8 @@ struct Listener {
     origin: Origin,
     /// `listen ... proxy_protocol`, which a reload may turn on or off on a kept socket.
     proxy_protocol: Arc<AtomicBool>,
+    /// `listen ... ssl`, which a reload may turn on or off on a kept socket.
+    ssl: Arc<AtomicBool>,
     /// The context new connections get; a reload replaces it.
     context: watch::Sender<Arc<ServerContext>>,
     /// One accept loop per worker, each owning a descriptor of the socket.
@@ -116,6 +118,7 @@ struct Bound {
     sockets: Vec<std::net::TcpListener>,
     origin: Origin,
     proxy_protocol: bool,
+    ssl: bool,
     /// The index of the server block it belongs to.
     server: usize,
 }
@@ -189,6 +192,7 @@ impl Proxy {
                             sockets,
                             origin: listen.origin.clone(),
                             proxy_protocol: listen.proxy_protocol,
+                            ssl: listen.ssl,
                             server,
                         });
                     }
@@ -242,6 +246,7 @@ impl Proxy {
             listener
                 .proxy_protocol
                 .store(listen.proxy_protocol, Ordering::Relaxed);
+            listener.ssl.store(listen.ssl, Ordering::Relaxed);
             listeners.push(listener);
         }
         let mut closed = Vec::new();
@@ -253,6 +258,7 @@ impl Proxy {
         for bound in fresh {
             let (context, current) = watch::channel(Arc::clone(&contexts[bound.server]));
             let proxy_protocol = Arc::new(AtomicBool::new(bound.proxy_protocol));
+            let ssl = Arc::new(AtomicBool::new(bound.ssl));
             let accepting = bound
                 .sockets
                 .into_iter()
@@ -262,6 +268,7 @@ impl Proxy {
                         socket,
                         current.clone(),
                         Arc::clone(&proxy_protocol),
+                        Arc::clone(&ssl),
                         Arc::clone(&self.connections),
                         Arc::clone(&self.refusals),
                     ))
@@ -273,6 +280,7 @@ impl Proxy {
                 local: bound.local,
                 origin: bound.origin,
                 proxy_protocol,
+                ssl,
                 context,
                 accepting,
             });
@@ -436,11 +444,13 @@ fn bind_one(listen: &Listen) -> io::Result<std::net::TcpListener> {
 /// clients): it gets a fast 503, or, when many such answers are already being written, is
 /// closed at once. On a `proxy_protocol` listener the TCP peer is the balancer, so the
 /// per-client place is taken by the connection's task once the PROXY header has named the
-/// client (see [`connection::serve_proxied`]).
+/// client (see [`connection::serve_proxied`]); on an `ssl` listener too, since an answer must
+/// go inside TLS.
 async fn accept_loop(
     socket: std::net::TcpListener,
     current: watch::Receiver<Arc<ServerContext>>,
     proxy_protocol: Arc<AtomicBool>,
+    ssl: Arc<AtomicBool>,
     connections: Arc<Gauge>,
     refusals: Arc<Semaphore>,
 ) {
@@ -456,9 +466,14 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let context = Arc::clone(&current.borrow());
-                if proxy_protocol.load(Ordering::Relaxed) {
+                let proxied = proxy_protocol.load(Ordering::Relaxed);
+                let tls = ssl.load(Ordering::Relaxed);
+                if proxied || tls {
                     let process = connections.acquire().await;
-                    tokio::spawn(connection::serve_proxied(stream, peer, context, process));
+                    let serving =
+                        connection::serve_proxied(stream, peer, context, process, proxied, tls);
+                    tokio::spawn(serving);
+                    tokio::task::yield_now().await; // as below
                     continue;
                 }
                 let Some(client_permit) = context.per_client.try_acquire(peer.ip()) else {

@@ -3,9 +3,9 @@
 //! Accepting yields a TCP socket. [`handshake`] turns it into the client's stream and what is
 //! known about the client ([`ClientInfo`]). For a plain listener the handshake only tunes the
 //! socket; on a `proxy_protocol` listener it reads the balancer's PROXY header and learns the
-//! real client's address ([`proxy_protocol`]); a TLS session would be accepted here too. Everything after it (head reading,
-//! tunnels, forwarding, error answers) works on any [`ClientStream`], so such a handshake
-//! changes nothing downstream.
+//! real client's address ([`proxy_protocol`]); on an `ssl` listener the TLS session is set up
+//! next ([`tls`]). Everything after it (head reading, tunnels, forwarding, error answers) works
+//! on any [`ClientStream`], so such a handshake changes nothing downstream.
 //!
 //! A stream splits into a [`ReadSide`] and a [`WriteSide`], so one task can read from it while
 //! it writes to it (a request body going up while its response comes down). A side says when
@@ -14,6 +14,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,11 +24,12 @@ use tokio::net::tcp;
 
 pub mod proxy_protocol;
 pub mod settings;
+pub mod tls;
 
 pub use settings::RealIp;
 
 /// What is known about a client once its handshake is done.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientInfo {
     /// The client: the TCP peer, or the source a trusted PROXY header named. Every policy,
     /// limit and log line uses it (`$remote_addr`).
@@ -39,6 +41,8 @@ pub struct ClientInfo {
     pub proxy_protocol: Option<SocketAddr>,
     /// The address it was accepted on, when asked for (`$server_addr`).
     pub local: Option<SocketAddr>,
+    /// What the TLS handshake told, on an `ssl` listener (`$ssl_*`, a client certificate).
+    pub tls: Option<Arc<tls::TlsFacts>>,
 }
 
 /// An accepted socket after its handshake.
@@ -68,6 +72,7 @@ pub async fn handshake(
         tcp_peer: peer,
         proxy_protocol: None,
         local,
+        tls: None,
     };
     let Some(real_ip) = real_ip else {
         return Some(Handshake {
@@ -109,7 +114,7 @@ pub fn reset(socket: &TcpStream) {
     let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
 }
 
-/// A connection's byte stream, whatever carries it (plain TCP today).
+/// A connection's byte stream, whatever carries it (plain TCP, or TLS over it).
 pub trait ClientStream: ReadSide + WriteSide + 'static {
     /// The side [`ClientStream::split`] reads with.
     type Reader<'a>: ReadSide

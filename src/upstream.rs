@@ -14,7 +14,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::access::users::Rules;
@@ -25,6 +24,10 @@ use crate::error::ProxyError;
 use crate::metrics;
 use crate::route::Route;
 use crate::target::{Host, Target};
+
+mod stream;
+
+pub use stream::UpstreamStream;
 
 /// How reaching an upstream went, for the access log: how long each step took and what the
 /// destination rules said. A step that did not happen stays `None` (`proxy_connect_address`
@@ -42,7 +45,8 @@ pub struct Timings {
 /// A connected upstream.
 #[derive(Debug)]
 pub struct Upstream {
-    pub stream: TcpStream,
+    /// A plain socket, or TLS to a parent's `ssl` server.
+    pub stream: UpstreamStream,
     /// The address connected to (`$upstream_addr`): the origin's on a direct route.
     pub addr: SocketAddr,
     /// The way it was reached.
@@ -216,7 +220,7 @@ async fn direct(
     timings.connect = Some(started.elapsed());
     let (stream, addr) = dialled?;
     Ok(Upstream {
-        stream,
+        stream: stream.into(),
         addr,
         route: Route::Direct,
         early: Vec::new(),

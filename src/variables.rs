@@ -59,6 +59,13 @@ pub enum Var {
     Pid,
     ServerAddr,
     ServerPort,
+    /// `$ssl_protocol`, `$ssl_cipher`, `$ssl_server_name`, `$ssl_client_s_dn`,
+    /// `$ssl_client_verify`: what the TLS handshake told, on an `ssl` listener.
+    SslProtocol,
+    SslCipher,
+    SslServerName,
+    SslClientSDn,
+    SslClientVerify,
     /// `$host`: the CONNECT host, or the host of the URI (else of `Host`), lower-cased.
     Host,
     /// `$request_port` (nginx 1.31): the port the request names, else its scheme's.
@@ -129,6 +136,11 @@ impl Var {
             "pid" => Var::Pid,
             "server_addr" => Var::ServerAddr,
             "server_port" => Var::ServerPort,
+            "ssl_protocol" => Var::SslProtocol,
+            "ssl_cipher" => Var::SslCipher,
+            "ssl_server_name" => Var::SslServerName,
+            "ssl_client_s_dn" => Var::SslClientSDn,
+            "ssl_client_verify" => Var::SslClientVerify,
             "host" => Var::Host,
             "request_port" => Var::RequestPort,
             "uri" | "document_uri" => Var::Uri,
@@ -160,6 +172,7 @@ impl Var {
     /// found", written as `-` in a log line and as nothing elsewhere).
     pub fn value(&self, entry: &Entry, now: SystemTime, out: &mut Vec<u8>) -> bool {
         let head = entry.head.as_deref();
+        let tls = entry.client.tls.as_deref();
         macro_rules! text {
             ($($arg:tt)*) => {{
                 let _ = write!(out, $($arg)*);
@@ -277,6 +290,17 @@ impl Var {
                 None => false,
             },
             Var::Named(name) => entry.vars.named(name, entry, now, out),
+            Var::SslProtocol => tls.is_some_and(|t| text!("{}", t.protocol)),
+            Var::SslCipher => tls.is_some_and(|t| text!("{}", t.cipher)),
+            Var::SslServerName => match tls.and_then(|t| t.server_name.as_deref()) {
+                Some(name) => text!("{name}"),
+                None => false,
+            },
+            Var::SslClientSDn => match tls.and_then(|t| t.client.as_ref()) {
+                Some(client) => text!("{}", client.subject),
+                None => false,
+            },
+            Var::SslClientVerify => tls.is_some_and(|t| text!("{}", t.client_verify())),
             Var::Http(name) => match head.and_then(|h| h.header(name)) {
                 Some(value) => {
                     out.extend_from_slice(value);

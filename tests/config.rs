@@ -210,7 +210,11 @@ fn listen_parameters_that_are_refused() {
              (sluice listens for plain-text proxy requests; HTTPS sites are still reached through CONNECT)"
         )
     };
-    assert_refused("server {\n    listen 3128 ssl;\n}\n", 2, &ssl_like("ssl"));
+    assert_refused(
+        "server {\n    listen 3128 ssl;\n}\n",
+        2,
+        "no \"ssl_certificate\" is defined for the \"listen ... ssl\" directive",
+    );
     assert_refused(
         "server {\n    listen 127.0.0.1:3128 http2;\n}\n",
         2,

@@ -26,6 +26,7 @@ use crate::config::Origin;
 use crate::request::Head;
 use crate::route::Route;
 use crate::target::Target;
+use crate::transport::tls::TlsFacts;
 use crate::upstream::Timings;
 use crate::variables::Vars;
 
@@ -91,6 +92,8 @@ pub struct Client {
     pub proxy_protocol: Option<SocketAddr>,
     /// The proxy's address the client connected to (`$server_addr`, `$server_port`).
     pub local: Option<SocketAddr>,
+    /// What the TLS handshake told (`$ssl_*`), on an `ssl` listener.
+    pub tls: Option<Arc<TlsFacts>>,
     /// `$connection`: the connection's serial number.
     pub id: u64,
 }
@@ -103,7 +106,7 @@ pub struct Entry<'a> {
     pub requests: u64,
     /// `None` when the head could not be read (a 400, 408, 414 or 431).
     pub head: Option<Cow<'a, Head>>,
-    /// `$remote_user`: the authenticated proxy user.
+    /// `$remote_user`: the authenticated proxy user, or the one a client certificate names.
     pub user: Option<String>,
     pub started: Instant,
     pub status: u16,

@@ -24,8 +24,6 @@ pub use uri::AbsoluteUri;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::net::TcpStream;
-
 use self::body::{BodyError, Encoding, Pipe};
 use self::framing::Framing;
 use self::headers::{ClientFraming, RequestInfo, ResponseHead};
@@ -42,7 +40,7 @@ use crate::request::Head;
 use crate::route::{self, Route};
 use crate::stream::{Conn, HeadError, ReadBuf};
 use crate::transport::{ClientStream, ReadSide, WriteSide, reset};
-use crate::upstream::{self, Purpose, Timings, Upstream};
+use crate::upstream::{self, Purpose, Timings, Upstream, UpstreamStream};
 use settings::Forwarding;
 
 /// The largest response head accepted from an origin.
@@ -63,7 +61,7 @@ pub enum Next {
     /// The origin agreed to switch protocols: tunnel from here on. `early_down` are bytes the
     /// origin sent right after its `101`.
     Upgrade {
-        upstream: TcpStream,
+        upstream: UpstreamStream,
         early_down: Vec<u8>,
     },
 }
@@ -337,11 +335,11 @@ impl Exchange<'_> {
         };
         match relayed {
             Err(attempt) => {
-                reset(&upstream.stream);
+                reset(upstream.stream.socket());
                 Err(attempt)
             }
             Ok(Relayed::Aborted) => {
-                reset(&upstream.stream);
+                reset(upstream.stream.socket());
                 Ok(Next::Abort)
             }
             Ok(Relayed::Upgraded) => Ok(Next::Upgrade {

@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::route::Route;
+use crate::transport::ClientStream;
 use crate::upstream::Upstream;
 
 /// Idle connections kept per destination (on one route), per worker: as many as clients
@@ -88,7 +89,7 @@ impl Pool {
         let mut found = None;
         while let Some((upstream, since)) = list.pop() {
             *total -= 1;
-            if since.elapsed() < IDLE_TIME && is_quiet(&upstream.stream) {
+            if since.elapsed() < IDLE_TIME && is_quiet(upstream.stream.socket()) {
                 found = Some(upstream);
                 break;
             }
@@ -154,7 +155,7 @@ impl Idle {
     fn retain(&mut self, mut keep: impl FnMut(&TcpStream, Instant) -> bool) {
         let mut total = 0;
         self.by_key.retain(|_, list| {
-            list.retain(|(upstream, since)| keep(&upstream.stream, *since));
+            list.retain(|(upstream, since)| keep(upstream.stream.socket(), *since));
             total += list.len();
             !list.is_empty()
         });
@@ -198,7 +199,7 @@ mod tests {
         let (server, _) = listener.accept().await.unwrap();
         (
             Upstream {
-                stream,
+                stream: stream.into(),
                 addr,
                 route: Route::Direct,
                 early: Vec::new(),

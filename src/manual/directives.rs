@@ -39,12 +39,19 @@ pub const HELP: &[Help] = &[
     help("http", "{ ... }", "-", "optional wrapper; its settings are the defaults of the servers inside"),
     help("server", "{ ... }", "-", "one proxy: its listeners and its policy; at least one is required"),
     help("location", "PREFIX | = PATH | ^~ PREFIX { ... }", "-", "which forwarded requests a proxy_pass covers (exact match, then longest prefix)"),
-    help("listen", "ADDR:PORT | PORT | [V6]:PORT [default_server] [reuseport] [backlog=N] [proxy_protocol]", "required", "where to accept clients; PORT alone is every IPv4 address; port 0 takes a free port; proxy_protocol: each connection starts with a PROXY header (v1 or v2)"),
+    help("listen", "ADDR:PORT | PORT | [V6]:PORT [default_server] [reuseport] [backlog=N] [proxy_protocol] [ssl]", "required", "where to accept clients; PORT alone is every IPv4 address; port 0 takes a free port; proxy_protocol: each connection starts with a PROXY header (v1 or v2); ssl: clients speak TLS to sluice (HTTPS proxy)"),
     help("max_connections", "N", "none", "client connections open at once in the whole process; past it new clients wait in the listen backlog"),
     help("max_connections_per_client", "N", "none", "client connections open at once from one address (then 503)"),
     help("shutdown_timeout", "TIME", "30s", "after SIGQUIT, how long open tunnels and requests may finish"),
     help("worker_processes", "N | auto", "auto", "threads serving connections, each with its own event loop; auto is one per core; read at start, not on reload"),
     help("status_listen", "ADDR:PORT", "off", "serve /metrics (Prometheus) and /healthz there, over plain HTTP"),
+    // The HTTPS listener (listen ... ssl).
+    help("ssl_certificate", "PATH", "none", "PEM certificate of an ssl listener, leaf first, then its chain; required with listen ... ssl"),
+    help("ssl_certificate_key", "PATH", "none", "PEM private key of ssl_certificate (PKCS#8, PKCS#1 or SEC1); it must match the certificate"),
+    help("ssl_protocols", "TLSv1.2 | TLSv1.3 ...", "TLSv1.2 TLSv1.3", "TLS versions offered to clients"),
+    help("ssl_client_certificate", "PATH", "none", "PEM CA certificates that client certificates must chain to (with ssl_verify_client)"),
+    help("ssl_verify_client", "on | optional | off", "off", "ask clients for a certificate: on refuses a client without a valid one, optional records it"),
+    help("ssl_handshake_timeout", "TIME", "10s", "time for a client to finish the TLS handshake (then closed)"),
     // Behind a load balancer (listen ... proxy_protocol).
     help("set_real_ip_from", "ADDR | CIDR", "none", "the balancers trusted to send PROXY headers; required with proxy_protocol; others are closed without an answer"),
     help("real_ip_header", "proxy_protocol", "proxy_protocol", "accepted for pasted nginx blocks; the PROXY header is the only source of the client address"),
@@ -107,7 +114,7 @@ pub const HELP: &[Help] = &[
     help("proxy_via", "on | off", "on", "add Via: 1.1 sluice to forwarded requests and responses"),
     help("proxy_http_version", "1.1", "1.1", "accepted; 1.0 warns, since sluice always speaks HTTP/1.1 upstream"),
     // Parent proxies.
-    help("parent", "NAME { server HOST:PORT [max_fails=N] [fail_timeout=TIME] [backup]; ... credentials_file FILE; }", "-", "a parent proxy that route rules may name: servers tried in order with failover, backups only when every primary is down; credentials_file holds one line user:password"),
+    help("parent", "NAME { server HOST:PORT [max_fails=N] [fail_timeout=TIME] [backup] [ssl]; ... credentials_file FILE; ssl_trusted_certificate FILE; }", "-", "a parent proxy that route rules may name: servers tried in order with failover, backups only when every primary is down; credentials_file holds one line user:password; ssl: TLS to that server, verified against ssl_trusted_certificate (else the system CAs)"),
     help("route", "PATTERN ... NAME | direct", "direct", "send matching destinations (HOST, *.HOST, .HOST, CIDR of IP-literal targets, default) through parent NAME or direct; first match wins"),
     // Logging.
     help("access_log", "PATH | stderr [FORMAT] [buffer=SIZE] [flush=TIME] | off", "off", "one line per request, tunnel and refusal"),

@@ -10,6 +10,7 @@
 //! goes to it in absolute form (see [`crate::forward`]).
 
 pub mod settings;
+pub mod tls;
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -17,7 +18,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::context::ServerContext;
@@ -27,6 +27,9 @@ use crate::metrics::{self, ParentFailure, Peers};
 use crate::relay::write_all;
 use crate::stream::{HeadError, ReadBuf};
 use crate::target::Target;
+use crate::upstream::UpstreamStream;
+
+pub use tls::ParentTls;
 
 /// The largest answer head a parent may give to a CONNECT.
 const MAX_ANSWER_HEAD: usize = 16 * 1024;
@@ -38,6 +41,8 @@ pub struct Parent {
     pub servers: Vec<ParentServer>,
     /// `Proxy-Authorization` value from `credentials_file`.
     pub credentials: Option<String>,
+    /// How its `ssl` servers are reached (`ssl_trusted_certificate`), if it has any.
+    pub tls: Option<ParentTls>,
 }
 
 /// A parent is known by its name: routes and pooled connections compare names.
@@ -75,6 +80,8 @@ pub struct ParentServer {
     pub fail_timeout: Duration,
     /// Tried only when no primary server is left.
     pub backup: bool,
+    /// `ssl`: spoken to over TLS.
+    pub ssl: bool,
     health: Mutex<Health>,
 }
 
@@ -94,6 +101,7 @@ impl ParentServer {
             max_fails,
             fail_timeout,
             backup,
+            ssl: false,
             health: Mutex::default(),
         }
     }
@@ -131,7 +139,7 @@ impl ParentServer {
 
 /// A connection to one of a parent's servers.
 pub struct Reached {
-    pub stream: TcpStream,
+    pub stream: UpstreamStream,
     /// The parent server's address (`$upstream_addr`).
     pub addr: SocketAddr,
     /// Bytes the parent sent after granting a tunnel: the client's.
@@ -279,9 +287,16 @@ impl Parent {
                 ParentFailure::Error,
             ));
         }
-        let (mut stream, addr) = dial(&addrs, &server.target.to_string(), options)
+        let (socket, addr) = dial(&addrs, &server.target.to_string(), options)
             .await
             .map_err(Failure::dial)?;
+        let mut stream = match (&self.tls, server.ssl) {
+            (Some(tls), true) => tls
+                .connect(socket, &server.target, options.timeout)
+                .await
+                .map_err(|(reason, cause)| Failure::of(reason, cause))?,
+            _ => UpstreamStream::Plain(socket),
+        };
         let early = if tunnel {
             self.ask_tunnel(&mut stream, target, options.timeout)
                 .await?
@@ -299,7 +314,7 @@ impl Parent {
     /// returns what the parent sent after its head.
     async fn ask_tunnel(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut UpstreamStream,
         target: &Target,
         timeout: Duration,
     ) -> Result<Vec<u8>, NotReached> {

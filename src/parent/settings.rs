@@ -1,4 +1,5 @@
-//! `parent NAME { server HOST:PORT [max_fails=N] [fail_timeout=T] [backup]; credentials_file PATH; }`
+//! `parent NAME { server HOST:PORT [max_fails=N] [fail_timeout=T] [backup] [ssl];
+//! credentials_file PATH; ssl_trusted_certificate PATH; }`
 //! in the main context or `http`: a parent proxy that `route` rules may name.
 //!
 //! Parent blocks are read before any server (see [`define`]), so a `route` may name a parent
@@ -12,7 +13,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::{Parent, ParentServer};
+use super::{Parent, ParentServer, ParentTls};
 use crate::config::directive::{MAIN_HTTP, Spec};
 use crate::config::values::parse_time;
 use crate::config::{ConfigError, Cx, Directive, read_config_file};
@@ -43,6 +44,7 @@ pub fn define(cx: &mut Cx, block: &Directive) -> Result<(), ConfigError> {
     }
     let mut servers = Vec::new();
     let mut credentials = None;
+    let mut trusted: Option<(std::path::PathBuf, &Directive)> = None;
     for directive in body {
         if directive.block.is_some() {
             return Err(cx.error(
@@ -58,11 +60,27 @@ pub fn define(cx: &mut Cx, block: &Directive) -> Result<(), ConfigError> {
                 }
                 credentials = Some(credentials_file(cx, directive)?);
             }
+            "ssl_trusted_certificate" => {
+                let [path] = directive.args.as_slice() else {
+                    return Err(cx.error(
+                        directive,
+                        "invalid number of arguments in \"ssl_trusted_certificate\" directive",
+                    ));
+                };
+                if trusted.is_some() {
+                    return Err(cx.error(
+                        directive,
+                        "\"ssl_trusted_certificate\" directive is duplicate",
+                    ));
+                }
+                trusted = Some((cx.relative_path(path), directive));
+            }
             other => {
                 return Err(cx.error(
                     directive,
                     format!(
-                        "unknown directive \"{other}\" in \"parent\" (server, credentials_file)"
+                        "unknown directive \"{other}\" in \"parent\" \
+                         (server, credentials_file, ssl_trusted_certificate)"
                     ),
                 ));
             }
@@ -74,10 +92,33 @@ pub fn define(cx: &mut Cx, block: &Directive) -> Result<(), ConfigError> {
             format!("parent \"{name}\" has no primary \"server\""),
         ));
     }
+    let tls = if servers.iter().any(|s| s.ssl) {
+        let path = trusted.as_ref().map(|(path, _)| path.as_path());
+        let tls = ParentTls::new(path).map_err(|why| match &trusted {
+            Some((path, directive)) => cx.error(
+                directive,
+                format!(
+                    "cannot load trusted certificate \"{}\": {why}",
+                    path.display()
+                ),
+            ),
+            None => cx.error(block, why),
+        })?;
+        Some(tls)
+    } else {
+        if let Some((_, directive)) = trusted {
+            cx.warn(
+                directive,
+                "\"ssl_trusted_certificate\" is ignored: no \"server\" of this parent has \"ssl\"",
+            );
+        }
+        None
+    };
     let parent = Parent {
         name: name.clone(),
         servers,
         credentials,
+        tls,
     };
     cx.state::<Parents>()
         .0
@@ -85,7 +126,7 @@ pub fn define(cx: &mut Cx, block: &Directive) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// `server HOST:PORT [max_fails=N] [fail_timeout=T] [backup];`
+/// `server HOST:PORT [max_fails=N] [fail_timeout=T] [backup] [ssl];`
 fn server(cx: &Cx, directive: &Directive) -> Result<ParentServer, ConfigError> {
     let Some((address, params)) = directive.args.split_first() else {
         return Err(cx.error(directive, "\"server\" in \"parent\" needs HOST:PORT"));
@@ -103,6 +144,7 @@ fn server(cx: &Cx, directive: &Directive) -> Result<ParentServer, ConfigError> {
             Some(("max_fails", n)) => server.max_fails = n.parse().map_err(|_| bad())?,
             Some(("fail_timeout", t)) => server.fail_timeout = parse_time(t).ok_or_else(bad)?,
             None if param == "backup" => server.backup = true,
+            None if param == "ssl" => server.ssl = true,
             _ => return Err(bad()),
         }
     }

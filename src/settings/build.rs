@@ -48,6 +48,7 @@ const REGISTRY: &[&[Spec]] = &[
     access_log::settings::DIRECTIVES,
     status::settings::DIRECTIVES,
     transport::settings::DIRECTIVES,
+    transport::tls::settings::DIRECTIVES,
     parent::settings::DIRECTIVES,
     route::DIRECTIVES,
     rewrite::MAP_DIRECTIVES,
@@ -133,6 +134,10 @@ const SERVER_LEVEL: &[Entry<Server>] = &[
     Entry {
         specs: transport::settings::DIRECTIVES,
         set: |cx, d, server| server.real_ip.set(cx, d),
+    },
+    Entry {
+        specs: transport::tls::settings::DIRECTIVES,
+        set: |cx, d, server| server.tls.set(cx, d),
     },
     Entry {
         specs: route::DIRECTIVES,
@@ -304,6 +309,10 @@ fn server(cx: &mut Cx, block: &Directive, defaults: &Server) -> Result<Server, C
              the balancers trusted to name the client (trusting everyone would let any client \
              choose its own address)",
         ));
+    }
+    if let Some(listen) = server.listen.iter().find(|l| l.ssl) {
+        let origin = listen.origin.clone();
+        server.tls.build(&origin)?;
     }
     if server.listen.is_empty() {
         return Err(cx.error(

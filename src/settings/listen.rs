@@ -22,6 +22,8 @@ pub struct Listen {
     pub reuseport: bool,
     /// `proxy_protocol`: every connection starts with a balancer's PROXY header.
     pub proxy_protocol: bool,
+    /// `ssl`: every connection starts with a TLS handshake.
+    pub ssl: bool,
 }
 
 /// `listen ADDRESS [PARAMETER...]`; a name may stand for several addresses.
@@ -50,6 +52,7 @@ pub fn set(
     let mut backlog = None;
     let mut reuseport = false;
     let mut proxy_protocol = false;
+    let mut ssl = false;
     for param in &directive.args[1..] {
         let (key, value) = match param.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -59,6 +62,7 @@ pub fn set(
             ("default_server" | "default" | "bind", None) => {}
             ("reuseport", None) => reuseport = true,
             ("proxy_protocol", None) => proxy_protocol = true,
+            ("ssl", None) => ssl = true,
             ("backlog", Some(v)) => {
                 backlog = Some(
                     v.parse::<u32>()
@@ -73,7 +77,7 @@ pub fn set(
                      add a second \"listen\" for the IPv4 address",
                 ));
             }
-            ("ssl" | "http2" | "http3" | "quic", _) => {
+            ("http2" | "http3" | "quic", _) => {
                 return Err(cx.error(
                     directive,
                     format!(
@@ -109,6 +113,7 @@ pub fn set(
             backlog,
             reuseport,
             proxy_protocol,
+            ssl,
         });
     }
     Ok(())

@@ -29,6 +29,7 @@ use crate::rewrite::Rewrite;
 use crate::route::Routes;
 use crate::status::settings::StatusListen;
 use crate::transport::RealIp;
+use crate::transport::tls::TlsSettings;
 
 /// The configuration sluice runs with when no `-c FILE` is given: a loopback listener for HTTPS
 /// tunnels and plain-HTTP forwarding, using the system's DNS settings.
@@ -119,6 +120,8 @@ pub struct Server {
     pub users: Vec<UsersBlock>,
     /// `set_real_ip_from`, `proxy_protocol_timeout`: for `listen ... proxy_protocol`.
     pub real_ip: RealIp,
+    /// `ssl_*`: for `listen ... ssl`.
+    pub tls: TlsSettings,
     /// `access_log`: for CONNECT, refusals, and locations without their own.
     pub access_log: AccessLog,
     /// `route`: which destinations go through a parent proxy.
@@ -144,6 +147,7 @@ impl Server {
             rates: Rates::default(),
             users: Vec::new(),
             real_ip: RealIp::default(),
+            tls: TlsSettings::default(),
             access_log: AccessLog::default(),
             routes: Routes::default(),
             rewrite: Rewrite::default(),
