@@ -82,6 +82,7 @@ pub mod transport;
 pub mod tunnel;
 pub mod upstream;
 pub mod variables;
+pub mod workers;
 
 /// `sluice/<version>`, as sent in `Proxy-agent`.
 pub const AGENT: &str = concat!("sluice/", env!("CARGO_PKG_VERSION"));

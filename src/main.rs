@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use argh::FromArgs;
 use sluice::server::Proxy;
 use sluice::settings::{Config, EMBEDDED_DEFAULT, EMBEDDED_NAME};
+use sluice::workers::Workers;
 
 /// A forward proxy for HTTPS egress: CONNECT tunnels, configured in nginx syntax.
 /// Without -c it listens on 127.0.0.1:3128 and tunnels to ports 443 and 563.
@@ -121,16 +122,26 @@ fn run(mut config: Config, path: Option<PathBuf>) -> ExitCode {
         Ok(limit) => log::info!("open file limit: {limit}"),
         Err(error) => log::warn!("cannot read the open file limit: {error}"),
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Connections are served by the workers; this thread only handles signals, reloads and
+    // the status listener.
+    let started = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
+        .and_then(|runtime| {
+            Ok((
+                runtime,
+                Workers::start(Workers::count(config.worker_processes))?,
+            ))
+        });
+    let (runtime, workers) = match started {
+        Ok(started) => started,
         Err(error) => {
             eprintln!("sluice: [emerg] cannot start the runtime: {error}");
             return ExitCode::FAILURE;
         }
     };
+    let spawner = workers.spawner();
+    let running_workers = config.worker_processes;
     let code = runtime.block_on(async {
         // Before the first "listening on": no signal an nginx operator sends (HUP, USR1, USR2,
         // QUIT, WINCH) may kill sluice by its default action, even early.
@@ -138,7 +149,7 @@ fn run(mut config: Config, path: Option<PathBuf>) -> ExitCode {
         if let Err(error) = sluice::access_log::reopen_on_sigusr1() {
             log::warn!("cannot handle SIGUSR1, so access logs cannot be reopened: {error}");
         }
-        let mut proxy = match Proxy::start(&config).await {
+        let mut proxy = match Proxy::start_on(&config, spawner).await {
             Ok(proxy) => proxy,
             Err(error) => {
                 eprintln!("sluice: [emerg] {error}");
@@ -154,6 +165,12 @@ fn run(mut config: Config, path: Option<PathBuf>) -> ExitCode {
             match signals.next().await {
                 Signal::Reload => {
                     if let Some(reloaded) = reload(&mut proxy, path.as_deref()).await {
+                        if reloaded.worker_processes != running_workers {
+                            log::warn!(
+                                "worker_processes changed: it takes effect at the next start, \
+                                 not on reload"
+                            );
+                        }
                         config = reloaded;
                     }
                 }
@@ -198,6 +215,7 @@ fn run(mut config: Config, path: Option<PathBuf>) -> ExitCode {
     });
     // Connections still open are dropped here; a bcrypt check in flight is not waited for.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    workers.stop();
     // Every access log line queued so far reaches its file.
     sluice::access_log::shutdown();
     code

@@ -1,7 +1,8 @@
 //! Listening sockets, the accept loop, and reloading a new configuration into them.
 //!
-//! Every `listen` of every `server` block becomes one socket; each accepted connection runs in
-//! its own task with the context (policy, resolver) of the block that owns the socket. A
+//! Every `listen` of every `server` block becomes one socket, watched by every worker (see
+//! [`crate::workers`]); each accepted connection runs in its own task, on the worker that
+//! accepted it, with the context (policy, resolver) of the block that owns the socket. A
 //! reload builds new contexts and hands them to the sockets it keeps; a keep-alive connection
 //! of a kept socket judges its next request by the new context, while open tunnels are never
 //! touched. Per-client connection counts carry over to the new context.
@@ -26,6 +27,7 @@ use crate::forward::Pool;
 use crate::limits::{Gauge, PerClient, Places};
 use crate::resolve::Resolver;
 use crate::settings::{Config, Listen, Server};
+use crate::workers::Spawner;
 
 /// The listen backlog when `listen ... backlog=N` does not say; the kernel caps it at
 /// `net.core.somaxconn`.
@@ -48,6 +50,8 @@ pub struct Proxy {
     closing: watch::Sender<bool>,
     /// `status_listen`: `/metrics` and `/healthz`.
     status: Option<StatusListener>,
+    /// The runtimes that accept and serve connections.
+    workers: Spawner,
 }
 
 /// The status listener and the task serving it.
@@ -78,13 +82,16 @@ struct Listener {
     ssl: Arc<AtomicBool>,
     /// The context new connections get; a reload replaces it.
     context: watch::Sender<Arc<ServerContext>>,
-    accepting: JoinHandle<()>,
+    /// One accept loop per worker, each owning a descriptor of the socket.
+    accepting: Vec<JoinHandle<()>>,
 }
 
 impl Listener {
     /// Stops accepting and waits until the socket is closed.
     async fn close(&mut self) {
-        stop(&mut self.accepting).await;
+        for task in &mut self.accepting {
+            stop(task).await;
+        }
     }
 }
 
@@ -96,15 +103,19 @@ async fn stop(task: &mut JoinHandle<()>) {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        // The accept loop owns the socket: stopping it closes the socket.
-        self.accepting.abort();
+        // The accept loops own the socket: stopping them closes it.
+        for task in &self.accepting {
+            task.abort();
+        }
     }
 }
 
 /// A socket bound for a `listen` directive, not yet accepting.
 struct Bound {
     configured: SocketAddr,
-    listener: TcpListener,
+    local: SocketAddr,
+    /// A descriptor of the socket for each worker.
+    sockets: Vec<std::net::TcpListener>,
     origin: Origin,
     proxy_protocol: bool,
     ssl: bool,
@@ -121,10 +132,15 @@ pub struct Reloaded {
 }
 
 impl Proxy {
-    /// Binds every listener of `config` and starts accepting. Must run inside a tokio runtime.
-    /// Errors read like nginx's: `bind() to 0.0.0.0:80 failed (Permission denied), listen in
-    /// proxy.conf:3`.
+    /// Binds every listener of `config` and starts accepting on the caller's runtime. Must run
+    /// inside a tokio runtime.
     pub async fn start(config: &Config) -> Result<Proxy, String> {
+        Proxy::start_on(config, Spawner::current()).await
+    }
+
+    /// Binds every listener of `config` and starts accepting on each of `workers`. Errors read
+    /// like nginx's: `bind() to 0.0.0.0:80 failed (Permission denied), listen in proxy.conf:3`.
+    pub async fn start_on(config: &Config, workers: Spawner) -> Result<Proxy, String> {
         let mut proxy = Proxy {
             listeners: Vec::new(),
             connections: Gauge::new(config.max_connections),
@@ -132,6 +148,7 @@ impl Proxy {
             stopping: watch::channel(false).0,
             closing: watch::channel(false).0,
             status: None,
+            workers,
         };
         proxy.reload(config).await?;
         Ok(proxy)
@@ -154,19 +171,31 @@ impl Proxy {
                 });
                 match reusable {
                     Some(index) => kept.push((index, server, listen)),
-                    None => fresh.push(Bound {
-                        configured: listen.addr,
-                        listener: bind_one(listen).map_err(|e| {
+                    None => {
+                        let failed = |e: io::Error| {
                             format!(
                                 "bind() to {} failed ({e}), listen in {}",
                                 listen.addr, listen.origin
                             )
-                        })?,
-                        origin: listen.origin.clone(),
-                        proxy_protocol: listen.proxy_protocol,
-                        ssl: listen.ssl,
-                        server,
-                    }),
+                        };
+                        let socket = bind_one(listen).map_err(failed)?;
+                        let local = socket.local_addr().map_err(failed)?;
+                        let workers = self.workers.handles().len();
+                        let mut sockets = (1..workers)
+                            .map(|_| socket.try_clone())
+                            .collect::<io::Result<Vec<_>>>()
+                            .map_err(failed)?;
+                        sockets.push(socket);
+                        fresh.push(Bound {
+                            configured: listen.addr,
+                            local,
+                            sockets,
+                            origin: listen.origin.clone(),
+                            proxy_protocol: listen.proxy_protocol,
+                            ssl: listen.ssl,
+                            server,
+                        });
+                    }
                 }
             }
         }
@@ -182,7 +211,7 @@ impl Proxy {
         let own_addrs = kept
             .iter()
             .map(|&(index, _, _)| self.listeners[index].local)
-            .chain(fresh.iter().filter_map(|b| b.listener.local_addr().ok()))
+            .chain(fresh.iter().map(|b| b.local))
             .chain(
                 self.status
                     .as_ref()
@@ -233,22 +262,28 @@ impl Proxy {
         }
         let mut opened = Vec::new();
         for bound in fresh {
-            let local = bound.listener.local_addr().map_err(|e| e.to_string())?;
             let (context, current) = watch::channel(Arc::clone(&contexts[bound.server]));
             let proxy_protocol = Arc::new(AtomicBool::new(bound.proxy_protocol));
             let ssl = Arc::new(AtomicBool::new(bound.ssl));
-            let accepting = tokio::spawn(accept_loop(
-                bound.listener,
-                current,
-                Arc::clone(&proxy_protocol),
-                Arc::clone(&ssl),
-                Arc::clone(&self.connections),
-                Arc::clone(&self.refusals),
-            ));
-            opened.push(local);
+            let accepting = bound
+                .sockets
+                .into_iter()
+                .zip(self.workers.handles())
+                .map(|(socket, worker)| {
+                    worker.spawn(accept_loop(
+                        socket,
+                        current.clone(),
+                        Arc::clone(&proxy_protocol),
+                        Arc::clone(&ssl),
+                        Arc::clone(&self.connections),
+                        Arc::clone(&self.refusals),
+                    ))
+                })
+                .collect();
+            opened.push(bound.local);
             listeners.push(Listener {
                 configured: bound.configured,
-                local,
+                local: bound.local,
                 origin: bound.origin,
                 proxy_protocol,
                 ssl,
@@ -300,7 +335,7 @@ impl Proxy {
                     config: server.clone(),
                     resolver,
                     limits: server.client.limits,
-                    pool: Pool::default(),
+                    pool: Pool::new(self.workers.handles().len()),
                     auth,
                     own_listeners: Arc::clone(own),
                     per_client: self
@@ -385,7 +420,7 @@ impl Draining {
     }
 }
 
-fn bind_one(listen: &Listen) -> io::Result<TcpListener> {
+fn bind_one(listen: &Listen) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(
         Domain::for_address(listen.addr),
         Type::STREAM,
@@ -406,7 +441,7 @@ fn bind_one(listen: &Listen) -> io::Result<TcpListener> {
         .min(i32::MAX as u32) as i32;
     socket.listen(backlog)?;
     socket.set_nonblocking(true)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Accepts while `max_connections` leaves a place. At the limit it stops accepting, as nginx
@@ -420,13 +455,21 @@ fn bind_one(listen: &Listen) -> io::Result<TcpListener> {
 /// client (see [`connection::serve_proxied`]); on an `ssl` listener too, since an answer must
 /// go inside TLS.
 async fn accept_loop(
-    listener: TcpListener,
+    socket: std::net::TcpListener,
     current: watch::Receiver<Arc<ServerContext>>,
     proxy_protocol: Arc<AtomicBool>,
     ssl: Arc<AtomicBool>,
     connections: Arc<Gauge>,
     refusals: Arc<Semaphore>,
 ) {
+    // Registered here, with the reactor of the worker this loop runs on.
+    let listener = match TcpListener::from_std(socket) {
+        Ok(listener) => listener,
+        Err(error) => {
+            log::error!("cannot watch a listening socket: {error}");
+            return;
+        }
+    };
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -438,6 +481,7 @@ async fn accept_loop(
                     let serving =
                         connection::serve_proxied(stream, peer, context, process, proxied, tls);
                     tokio::spawn(serving);
+                    tokio::task::yield_now().await; // as below
                     continue;
                 }
                 let Some(client_permit) = context.per_client.try_acquire(peer.ip()) else {
@@ -460,6 +504,9 @@ async fn accept_loop(
                 };
                 let places = Places::new(connections.acquire().await, client_permit);
                 tokio::spawn(connection::serve(stream, peer, context, places));
+                // Every worker is woken for a new connection: let this one serve what it has
+                // before it takes another, so that a burst of clients spreads over them.
+                tokio::task::yield_now().await;
             }
             Err(error) => accept_failed(error).await,
         }

@@ -35,6 +35,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The storage a connection gets when its first bytes arrive (nginx's first buffer is 1 KiB
 /// too): an idle or trickling client holds little; a busy one doubles it up to `READ_CHUNK`.
 const FIRST_READ: usize = 1024;
+/// The storage for an answer (see [`ReadBuf::for_answer`]): a typical response head and a
+/// small body; zeroed for every answer, so not a full `READ_CHUNK`.
+const FIRST_ANSWER_READ: usize = 4 * 1024;
 
 impl ReadBuf {
     pub fn with_bytes(bytes: Vec<u8>) -> ReadBuf {
@@ -44,6 +47,17 @@ impl ReadBuf {
             start: 0,
             consumed: 0,
             filled: false,
+        }
+    }
+
+    /// An empty buffer with storage from the start, for an answer expected now (an origin's
+    /// response): a small answer's head and body come in one read, and that read, shorter
+    /// than its room, tells the runtime the socket is drained, so neither this connection's
+    /// next read nor the pool's check of it finds nothing.
+    pub fn for_answer() -> ReadBuf {
+        ReadBuf {
+            bytes: vec![0; FIRST_ANSWER_READ],
+            ..ReadBuf::default()
         }
     }
 
@@ -219,6 +233,14 @@ impl<S: ReadSide> Conn<S> {
         Conn {
             stream,
             buf: ReadBuf::default(),
+        }
+    }
+
+    /// A stream whose next bytes answer what was just sent (see [`ReadBuf::for_answer`]).
+    pub fn for_answer(stream: S) -> Conn<S> {
+        Conn {
+            stream,
+            buf: ReadBuf::for_answer(),
         }
     }
 

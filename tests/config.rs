@@ -816,9 +816,6 @@ fn main_context_nginx_directives_warn() {
         warnings,
         vec![
             format!(
-                "\"worker_processes\" directive is ignored (sluice is one multi-threaded process) in {path}:1"
-            ),
-            format!(
                 "\"user\" directive is ignored (run sluice as the user it should be) in {path}:2"
             ),
             format!("\"pid\" directive is ignored (sluice runs in the foreground) in {path}:3"),
@@ -832,6 +829,35 @@ fn main_context_nginx_directives_warn() {
                 "\"tcp_nodelay\" directive is ignored (sluice always sets TCP_NODELAY) in {path}:10"
             ),
         ]
+    );
+}
+
+#[test]
+fn worker_processes_forms() {
+    assert_clean(&format!("worker_processes auto;\n{}", server("")));
+    assert_clean(&format!("worker_processes 1;\n{}", server("")));
+    assert_clean(&format!("worker_processes 16;\n{}", server("")));
+    for bad in ["0", "-1", "two", "2k"] {
+        assert_refused(
+            &format!("worker_processes {bad};\n{}", server("")),
+            1,
+            &format!("invalid value \"{bad}\" in \"worker_processes\" directive"),
+        );
+    }
+    assert_refused(
+        &format!("worker_processes 5000;\n{}", server("")),
+        1,
+        "\"worker_processes\" may be at most 1024",
+    );
+    assert_refused(
+        &format!("worker_processes 2;\nworker_processes 2;\n{}", server("")),
+        2,
+        "\"worker_processes\" directive is duplicate",
+    );
+    assert_refused(
+        "http {\n    worker_processes 2;\n}\n",
+        2,
+        "\"worker_processes\" directive is not allowed here",
     );
 }
 

@@ -255,7 +255,7 @@ impl Exchange<'_> {
             // Only a tunnel's parent sends bytes ahead of use.
             early: _,
         } = upstream;
-        let mut upstream = Conn::new(stream);
+        let mut upstream = Conn::for_answer(stream);
         if write_all(
             &mut upstream.stream,
             &self.request,

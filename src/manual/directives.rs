@@ -43,6 +43,7 @@ pub const HELP: &[Help] = &[
     help("max_connections", "N", "none", "client connections open at once in the whole process; past it new clients wait in the listen backlog"),
     help("max_connections_per_client", "N", "none", "client connections open at once from one address (then 503)"),
     help("shutdown_timeout", "TIME", "30s", "after SIGQUIT, how long open tunnels and requests may finish"),
+    help("worker_processes", "N | auto", "auto", "threads serving connections, each with its own event loop; auto is one per core; read at start, not on reload"),
     help("status_listen", "ADDR:PORT", "off", "serve /metrics (Prometheus), /healthz and the live /status page and /status.json there, over plain HTTP"),
     help("status_allow", "ADDR | CIDR | all", "loopback only", "who may load /status and /status.json (first match wins; others get 403)"),
     help("status_deny", "ADDR | CIDR | all", "-", "who may not load /status and /status.json (first match wins)"),

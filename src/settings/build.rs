@@ -14,7 +14,7 @@ use crate::config::directive::{Context, Entry, MAIN, MAIN_HTTP, MANY, SERVER, Sp
 use crate::config::{ConfigError, Cx, Directive};
 use crate::{
     access, access_log, connect, forward, http2, limits, parent, request, resolve, rewrite, route,
-    status, transport,
+    status, transport, workers,
 };
 
 /// The blocks, which this file walks.
@@ -32,6 +32,7 @@ const SHUTDOWN: &[Spec] = &[Spec::used("shutdown_timeout", MAIN_HTTP, (1, 1), tr
 const REGISTRY: &[&[Spec]] = &[
     BLOCKS,
     SHUTDOWN,
+    workers::DIRECTIVES,
     listen::DIRECTIVES,
     connect::DIRECTIVES,
     resolve::settings::DIRECTIVES,
@@ -75,6 +76,10 @@ const PROCESS: &[Entry<Config>] = &[
             config.shutdown_timeout = cx.time(d)?;
             Ok(())
         },
+    },
+    Entry {
+        specs: workers::DIRECTIVES,
+        set: |cx, d, config| workers::set(cx, d, &mut config.worker_processes),
     },
     Entry {
         specs: status::settings::DIRECTIVES,
@@ -184,6 +189,7 @@ pub fn build(tree: &[Directive], file: &str) -> Result<Config, ConfigError> {
         servers: Vec::new(),
         max_connections: None,
         shutdown_timeout: Duration::from_secs(30),
+        worker_processes: None,
         status_listen: None,
         status_viewers: Default::default(),
         warnings: Vec::new(),

@@ -14,11 +14,6 @@ pub const DIRECTIVES: &[Spec] = &[
         "a forward proxy is chosen by its listen address, not by name",
     ),
     Spec::ignored(
-        "worker_processes",
-        false,
-        "sluice is one multi-threaded process",
-    ),
-    Spec::ignored(
         "worker_rlimit_nofile",
         false,
         "sluice raises its own file limit",

@@ -59,6 +59,9 @@ pub struct Config {
     pub max_connections: Option<usize>,
     /// `shutdown_timeout`: how long open connections may finish after SIGTERM or SIGINT.
     pub shutdown_timeout: Duration,
+    /// `worker_processes`: threads serving connections; `None` (`auto`) is one per core. Read
+    /// at start only.
+    pub worker_processes: Option<usize>,
     /// `status_listen`: where `/metrics` and `/healthz` are served; off by default.
     pub status_listen: Option<StatusListen>,
     /// `status_allow` / `status_deny`: who may see `/status` (loopback only by default).
