@@ -4,11 +4,11 @@
 //! The `h2` crate does the framing, HPACK and flow control; what a stream asks for is served
 //! by the HTTP/1.1 pipeline (`exchange`), so HTTP/2 adds a way in and no second policy. This
 //! module drives one connection: it tells HTTP/2 from HTTP/1.1 on a plain listener
-//! ([`preface`]), sets the limits `h2` enforces, runs each stream in a task of its own (no more
+//! (`preface`), sets the limits `h2` enforces, runs each stream in a task of its own (no more
 //! at once than `http2_max_concurrent_streams`, counting streams the client reset but sluice
 //! is still winding down), closes an idle connection after `keepalive_timeout`, says GOAWAY
 //! when the proxy stops (streams in flight finish), and closes a connection that floods
-//! ([`flood`]).
+//! (`flood`).
 
 mod exchange;
 mod flood;
