@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 
 use common::json::Json;
 use common::*;
@@ -37,20 +36,10 @@ fn metric_names(expr: &str) -> Vec<String> {
     names
 }
 
-fn status_addr(proxy: &Proxy) -> SocketAddr {
-    let log = proxy.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("(status_listen in "))
-        .unwrap_or_else(|| panic!("no status listener in:\n{log}"));
-    let after = line.split(" on ").nth(1).unwrap();
-    after.split_once(' ').unwrap().0.parse().unwrap()
-}
-
 /// The sample names of a scrape (`name` of `name{labels} value`), histogram series included.
 async fn exported() -> BTreeSet<String> {
     let proxy = Proxy::start(&format!("status_listen 127.0.0.1:0;\n{}", open_config("")));
-    let status = status_addr(&proxy);
+    let status = proxy.status_addr();
     let response = exchange(
         status,
         format!("GET /metrics HTTP/1.1\r\nHost: {status}\r\n\r\n").as_bytes(),

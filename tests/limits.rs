@@ -128,17 +128,6 @@ fn sluice_t(config: &str) -> (bool, String) {
     )
 }
 
-/// The status listener's address, from the startup log.
-fn status_addr(proxy: &Proxy) -> SocketAddr {
-    let log = proxy.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("(status_listen in "))
-        .unwrap_or_else(|| panic!("no status listener in:\n{log}"));
-    let after = line.split(" on ").nth(1).unwrap();
-    after.split_once(' ').unwrap().0.parse().unwrap()
-}
-
 /// The value of the metric line starting with `series ` (name and labels), once no tunnel is
 /// open (a tunnel's counts are added when it ends).
 async fn metric(status: SocketAddr, series: &str) -> Option<f64> {
@@ -349,7 +338,7 @@ async fn connections_of_one_user_share_its_rate_and_named_users_are_counted() {
              limit_rate_per_user 192k;\n    users carol {{ limit_rate 96k; }}"
         ))
     ));
-    let status = status_addr(&proxy);
+    let status = proxy.status_addr();
     let target = source;
     let (mut a1, s1) = connect_as(proxy.addr(), target, "alice").await;
     let (mut a2, s2) = connect_as(proxy.addr(), target, "alice").await;
@@ -529,7 +518,7 @@ async fn report_mode_serves_and_logs_what_a_rule_would_deny() {
          location / {{ proxy_pass http://$http_host$request_uri; }}\n    }}\n}}\n",
         log.display()
     ));
-    let status = status_addr(&proxy);
+    let status = proxy.status_addr();
     let mut stream = tunnel(proxy.addr(), &echo.to_string()).await;
     stream.write_all(b"ping").await.unwrap();
     let mut got = [0u8; 4];

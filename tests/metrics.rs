@@ -199,17 +199,6 @@ fn parse_labels(text: &str, line: &str) -> Vec<(String, String)> {
     labels
 }
 
-/// The status listener's address, from the startup log.
-fn status_addr(proxy: &Proxy) -> SocketAddr {
-    let log = proxy.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("(status_listen in "))
-        .unwrap_or_else(|| panic!("no status listener in:\n{log}"));
-    let after = line.split(" on ").nth(1).unwrap();
-    after.split_once(' ').unwrap().0.parse().unwrap()
-}
-
 /// `GET path` on the status listener.
 async fn get(addr: SocketAddr, path: &str) -> ErrorResponse {
     exchange(
@@ -263,7 +252,7 @@ async fn counters_move_exactly_with_the_traffic() {
         ))
     );
     let proxy = Proxy::start(&config);
-    let status = status_addr(&proxy);
+    let status = proxy.status_addr();
     let before = settled(status).await;
     assert_eq!(before.get("sluice_tunnels_total", ""), 0.0);
 
@@ -374,7 +363,7 @@ async fn refusals_are_counted_by_reason() {
         users.display()
     );
     let proxy = Proxy::start_with(&config, 3);
-    let status = status_addr(&proxy);
+    let status = proxy.status_addr();
     let before = settled(status).await;
     let connect = b"CONNECT example.org:443 HTTP/1.1\r\n\r\n";
     assert_eq!(exchange(proxy.addrs[0], connect).await.status, 403);
@@ -413,7 +402,7 @@ async fn refusals_are_counted_by_reason() {
 #[tokio::test]
 async fn the_status_listener_serves_health_and_nothing_else() {
     let proxy = Proxy::start(&format!("status_listen 127.0.0.1:0;\n{}", open_config("")));
-    let status = status_addr(&proxy);
+    let status = proxy.status_addr();
     let health = get(status, "/healthz").await;
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
     health.assert_well_formed();

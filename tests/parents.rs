@@ -701,17 +701,6 @@ async fn squid_as_parent() {
     );
 }
 
-/// The status listener's address, from the startup log.
-fn status_addr(proxy: &Proxy) -> SocketAddr {
-    let log = proxy.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("(status_listen in "))
-        .unwrap_or_else(|| panic!("no status listener in:\n{log}"));
-    let after = line.split(" on ").nth(1).unwrap();
-    after.split_once(' ').unwrap().0.parse().unwrap()
-}
-
 #[tokio::test]
 async fn metrics_count_requests_failures_and_servers_up_per_parent() {
     let dir = TempDir::new();
@@ -729,7 +718,7 @@ async fn metrics_count_requests_failures_and_servers_up_per_parent() {
         "    route default corp;",
     );
     assert_tunnel_exact(child.addr()).await;
-    let status = status_addr(&child);
+    let status = child.status_addr();
     let scrape = exchange(
         status,
         format!("GET /metrics HTTP/1.1\r\nHost: {status}\r\n\r\n").as_bytes(),

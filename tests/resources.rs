@@ -221,23 +221,12 @@ async fn a_silent_client_connection_costs_a_few_kib() {
     );
 }
 
-/// The status listener's address, from the startup log.
-fn status_addr(proxy: &Proxy) -> SocketAddr {
-    let log = proxy.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("(status_listen in "))
-        .unwrap_or_else(|| panic!("no status listener in:\n{log}"));
-    let after = line.split(" on ").nth(1).unwrap();
-    after.split_once(' ').unwrap().0.parse().unwrap()
-}
-
 /// Idle connections to `status_listen`, more than it serves at once, do not keep `/healthz`
 /// from answering: a load balancer would take the proxy out.
 #[tokio::test]
 async fn idle_connections_cannot_lock_healthz_out() {
     let proxy = Proxy::start(&format!("status_listen 127.0.0.1:0;\n{}", open_config("")));
-    let status = status_addr(&proxy);
+    let status = proxy.status_addr();
     for idle in [20, 100] {
         let _silent = silent_clients(status, idle).await;
         let health = tokio::time::timeout(

@@ -72,17 +72,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The status listener's address, from the startup log.
-fn status_addr(proxy: &Proxy) -> SocketAddr {
-    let log = proxy.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("(status_listen in "))
-        .unwrap_or_else(|| panic!("no status listener in:\n{log}"));
-    let after = line.split(" on ").nth(1).unwrap();
-    after.split_once(' ').unwrap().0.parse().unwrap()
-}
-
 /// One sluice instance: PROXY headers from HAProxy (127.0.0.1) only, clients 127.0.0.2 and
 /// 127.0.0.3 allowed, tunnels dialled from `bind` so the origin can tell the instances apart.
 fn instance(log: &Path, bind: &str) -> Proxy {
@@ -166,9 +155,9 @@ async fn haproxy_spreads_clients_over_two_instances_and_drains_one() {
              server a {} send-proxy-v2 check port {}\n    \
              server b {} send-proxy check port {}\n",
             a.addr(),
-            status_addr(&a).port(),
+            a.status_addr().port(),
             b.addr(),
-            status_addr(&b).port(),
+            b.status_addr().port(),
         ),
     )
     .unwrap();

@@ -14,17 +14,6 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// The status listener's address, from the startup log.
-fn status_addr(proxy: &Proxy) -> SocketAddr {
-    let log = proxy.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("(status_listen in "))
-        .unwrap_or_else(|| panic!("no status listener in:\n{log}"));
-    let after = line.split(" on ").nth(1).unwrap();
-    after.split_once(' ').unwrap().0.parse().unwrap()
-}
-
 /// `GET path` from `from` (a loopback address of the test's choice).
 async fn get_from(from: &str, addr: SocketAddr, path: &str) -> ErrorResponse {
     let socket = TcpSocket::new_v4().unwrap();
@@ -156,7 +145,7 @@ async fn scene(proxy: &Proxy) -> Scene {
 #[tokio::test]
 async fn tunnels_and_forwarded_requests_appear_with_their_bytes_and_filter_and_sort() {
     let proxy = Proxy::start(&config(""));
-    let status = status_addr(&proxy);
+    let status = proxy.status_addr();
     let scene = scene(&proxy).await;
     let established = established().len() as u64;
     let (small, large) = (scene.small.1, scene.large.1);
@@ -261,7 +250,7 @@ async fn tunnels_and_forwarded_requests_appear_with_their_bytes_and_filter_and_s
 #[tokio::test]
 async fn only_allowed_viewers_see_the_status_pages() {
     let proxy = Proxy::start(&config("status_allow 127.0.0.2;"));
-    let status = status_addr(&proxy);
+    let status = proxy.status_addr();
     for path in ["/status", "/status.json", "/status.json?host=x"] {
         let refused = get_from("127.0.0.1", status, path).await;
         assert_eq!(refused.status, 403, "{path}: {}", refused.head);
@@ -273,13 +262,13 @@ async fn only_allowed_viewers_see_the_status_pages() {
     assert_eq!(get_from("127.0.0.1", status, "/healthz").await.status, 200);
 
     let proxy = Proxy::start(&config("status_deny 127.0.0.1;\nstatus_allow 127.0.0.0/8;"));
-    let status = status_addr(&proxy);
+    let status = proxy.status_addr();
     assert_eq!(get_from("127.0.0.1", status, "/status").await.status, 403);
     assert_eq!(get_from("127.0.0.3", status, "/status").await.status, 200);
 
     // The default: loopback only, so a test from loopback is let in.
     let proxy = Proxy::start(&config(""));
-    let status = status_addr(&proxy);
+    let status = proxy.status_addr();
     assert_eq!(get_from("127.0.0.5", status, "/status").await.status, 200);
 }
 
@@ -311,7 +300,7 @@ fn status_allow_errors_name_their_line() {
 #[tokio::test]
 async fn a_hostile_host_name_is_escaped() {
     let proxy = Proxy::start(&config(""));
-    let status = status_addr(&proxy);
+    let status = proxy.status_addr();
     let hostile = "<img src=x onerror=alert(1)>\"'&";
     let refused = exchange(
         proxy.addr(),
@@ -359,7 +348,7 @@ async fn a_real_browser_shows_the_tunnels_and_filters_them() {
         return;
     }
     let proxy = Proxy::start(&config("status_allow 127.0.0.1;"));
-    let status = status_addr(&proxy);
+    let status = proxy.status_addr();
     let scene = scene(&proxy).await;
     let (small, large) = (scene.small.1, scene.large.1);
     wait_for(status, "", |json| {
@@ -432,7 +421,7 @@ async fn a_real_browser_shows_the_tunnels_and_filters_them() {
     // which the browser's 127.0.0.1 source is: the refusal is checked on a second proxy that
     // allows only 127.0.0.2.
     let strict = Proxy::start(&config("status_allow 127.0.0.2;"));
-    let strict_url = format!("http://{}/status", status_addr(&strict));
+    let strict_url = format!("http://{}/status", strict.status_addr());
     let refused = chromium(&["--dump-dom"], &strict_url);
     assert!(refused.contains("forbidden"), "{refused}");
     assert!(!refused.contains("<table"), "{refused}");

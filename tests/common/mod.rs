@@ -116,6 +116,17 @@ impl Proxy {
         }
     }
 
+    /// The status listener's address, from the startup log.
+    pub fn status_addr(&self) -> SocketAddr {
+        let log = self.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("(status_listen in "))
+            .unwrap_or_else(|| panic!("no status listener in:\n{log}"));
+        let after = line.split(" on ").nth(1).unwrap();
+        after.split_once(' ').unwrap().0.parse().unwrap()
+    }
+
     /// Everything sluice has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
