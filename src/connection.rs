@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::access;
+use crate::access::{self, users::Rules};
 use crate::access_log::{AccessLog, Client, Entry};
 use crate::config::values::PortList;
 use crate::context::ServerContext;
@@ -212,7 +212,10 @@ pub(crate) async fn converse<S: ClientStream>(
                     client: client.stream,
                     upstream,
                     early,
-                    budgets: throttles(&ctx, &entry),
+                    budgets: throttles(
+                        &access::users::rules_for(config, entry.user.as_deref()),
+                        &entry,
+                    ),
                     idle: config.connect.data_timeout,
                     live,
                 };
@@ -328,7 +331,7 @@ async fn connect<S: ClientStream>(
         client: client.stream,
         upstream: upstream.stream,
         early,
-        budgets: throttles(ctx, &entry),
+        budgets: throttles(&rules, &entry),
         idle: plan.data_timeout,
         live,
     };
@@ -413,10 +416,10 @@ async fn run_tunnel<S: ClientStream>(tunnel: Tunnel<S>, ctx: &ServerContext) -> 
     run.await
 }
 
-/// The bandwidth limits of a tunnel's two directions (up, down), for the request's user.
-fn throttles(ctx: &ServerContext, entry: &Entry) -> [Throttle; 2] {
-    let user = entry.user.as_deref();
-    let rates = access::users::rules_for(&ctx.config, user).rates;
+/// The bandwidth limits of a tunnel's two directions (up, down), under the rules already
+/// chosen for the request's user (its `users` block's or the server's).
+fn throttles(rules: &Rules, entry: &Entry) -> [Throttle; 2] {
+    let (rates, user) = (rules.rates, rules.user);
     [Way::Up, Way::Down].map(|way| Throttle::new(rates, way, entry.client.peer.ip(), user))
 }
 
