@@ -45,6 +45,9 @@ const STALL: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT_SECS: u64 = 2;
 /// The same, as a duration.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(HEADER_TIMEOUT_SECS);
+/// `keepalive_timeout` of the proxy under test: how long a client connection may wait
+/// between two requests.
+const KEEPALIVE_SECS: u64 = 5;
 /// Open descriptors allowed above the warm figure once the load has settled (sockets still
 /// closing).
 const FD_MARGIN: usize = 4;
@@ -171,8 +174,9 @@ struct Stats {
     reset_as_close: AtomicU64,
     slowest_tunnel_ms: AtomicU64,
     closed_without_408: AtomicU64,
-    /// Clients this test was too slow for (a loaded machine): their first byte left after
-    /// `client_header_timeout` had run out, so a close without an answer was right.
+    /// Requests this test was too slow for (a loaded machine): they left after
+    /// `client_header_timeout` or `keepalive_timeout` had run out, so a close without an
+    /// answer was right.
     late: AtomicU64,
     problems: Mutex<Vec<String>>,
 }
@@ -492,12 +496,13 @@ impl Setup {
     }
 }
 
-/// Whether a client that began connecting at `started` and got no answer at all was too slow
-/// itself: its request left only after `client_header_timeout`, which sluice counts from the
-/// accept, later than `started`; a silent close is then the right answer. A loaded machine
-/// can leave a task unpolled for seconds between the connect and the write.
-fn too_late(setup: &Setup, started: Instant, sent: Instant) -> bool {
-    let late = sent.duration_since(started) >= HEADER_TIMEOUT;
+/// Whether a client that got no answer at all was too slow itself: its request left at `sent`,
+/// `allowed` or more after `since`, an instant no later than the one sluice's timer started at
+/// (the accept, for `client_header_timeout`; the end of the previous response, for
+/// `keepalive_timeout`). A silent close is then the right answer. A loaded machine can leave
+/// a task unpolled for seconds between its connect and its write.
+fn too_late(setup: &Setup, since: Instant, sent: Instant, allowed: Duration) -> bool {
+    let late = sent.duration_since(since) >= allowed;
     if late {
         Stats::add(&setup.stats.late, 1);
     }
@@ -514,7 +519,7 @@ async fn open_tunnel(setup: &Setup, target: &str) -> Option<TcpStream> {
     let head = read_head(&mut stream).await;
     if head.starts_with("HTTP/1.1 200 ") {
         Some(stream)
-    } else if head.is_empty() && too_late(setup, started, sent) {
+    } else if head.is_empty() && too_late(setup, started, sent, HEADER_TIMEOUT) {
         None
     } else {
         setup.stats.problem(
@@ -692,6 +697,7 @@ async fn http_client(setup: &Setup, rng: &mut Rng) {
     };
     let mut buf = Vec::new();
     let requests = 1 + rng.below(6);
+    let (mut idle_since, mut allowed_idle) = (started, HEADER_TIMEOUT);
     for i in 0..requests {
         let last = i + 1 == requests;
         let (size, seed) = (rng.size(256 * 1024), rng.next());
@@ -771,11 +777,13 @@ async fn http_client(setup: &Setup, rng: &mut Rng) {
         }
         let write = stream.write_all(&request);
         let written = write.await;
-        // The first request opens the connection: if it left too late, sluice was right to
-        // close without an answer (a later one is judged by keepalive_timeout, 5 s).
-        let first_too_late = |sent| i == 0 && too_late(setup, started, sent);
+        // A request that left too late (client_header_timeout after the connect for the
+        // first, keepalive_timeout after the previous one for the others) may be met with a
+        // close: sluice's wait began no earlier than `idle_since`, which the previous
+        // response could not end before.
+        let late = |sent| too_late(setup, idle_since, sent, allowed_idle);
         if written.is_err() {
-            if !first_too_late(Instant::now()) {
+            if !late(Instant::now()) {
                 stats.problem(
                     &stats.lost,
                     format!("request {i} to {authority}: write failed"),
@@ -785,7 +793,7 @@ async fn http_client(setup: &Setup, rng: &mut Rng) {
         }
         let sent = Instant::now();
         let Some((status, head, body)) = read_response(&mut stream, &mut buf, false).await else {
-            if first_too_late(sent) {
+            if late(sent) {
                 return;
             }
             stats.problem(
@@ -816,6 +824,7 @@ async fn http_client(setup: &Setup, rng: &mut Rng) {
             return;
         }
         Stats::add(&stats.http_requests, 1);
+        (idle_since, allowed_idle) = (sent, Duration::from_secs(KEEPALIVE_SECS));
         if !connection.is_empty() {
             break;
         }
@@ -848,7 +857,7 @@ async fn error_status(setup: &Setup, request: &str) -> Result<Option<u16>, Strin
         .read_to_end(&mut all)
         .await
         .map_err(|e| format!("read: {e}"))?;
-    if all.is_empty() && too_late(setup, started, sent) {
+    if all.is_empty() && too_late(setup, started, sent, HEADER_TIMEOUT) {
         return Ok(None);
     }
     let text = String::from_utf8_lossy(&all);
@@ -944,7 +953,7 @@ async fn slowloris_client(setup: &Setup, rng: &mut Rng) {
     let elapsed = started.elapsed();
     let silent_was_right = || {
         let sent = first_sent.get().copied().unwrap_or_else(Instant::now);
-        too_late(setup, started, sent)
+        too_late(setup, started, sent, HEADER_TIMEOUT)
     };
     if text.is_empty() && !silent_was_right() {
         stats.problem(
@@ -1057,7 +1066,7 @@ async fn soak_for(load: Duration, clients: usize, op_timeout: Duration) {
     let closed_port = refusing.addr.port();
     let proxy = Proxy::start(&open_config(&format!(
         "    resolver {dns} ipv6=off;\n    resolver_timeout 5s;\n    \
-         client_header_timeout {HEADER_TIMEOUT_SECS}s;\n    keepalive_timeout 5s;\n    \
+         client_header_timeout {HEADER_TIMEOUT_SECS}s;\n    keepalive_timeout {KEEPALIVE_SECS}s;\n    \
          proxy_connect_data_timeout 30s;\n    \
          location / {{ proxy_pass http://$http_host$request_uri; }}"
     )));
@@ -1137,7 +1146,7 @@ async fn soak_for(load: Duration, clients: usize, op_timeout: Duration) {
          {} failed names, {} slow readers, {} slowloris\n  \
          corrupted {}, lost {}, hangs {}, unexpected answers {}\n  \
          origin resets seen as a plain close {}, slowloris closed without a 408 {}\n  \
-         clients too late for client_header_timeout (a loaded machine) {}\n  \
+         requests sent after sluice's timeout had run out (a loaded machine) {}\n  \
          slowest tunnel: {} ms\n  \
          sluice fds: {fds_start} at start, {fds_warm} warm, {peak_fds} peak, \
          {fds_at_end} as the load ended, {fds_after} settled \
