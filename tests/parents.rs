@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{
-    ClosedPort, Origin, Proxy, TempDir, basic, echo_server, exchange, ok, read_head, read_response,
-    require_tool, serve, sighup,
+    ClosedPort, Origin, Proxy, TempDir, basic, echo_server, eventually, exchange, ok, read_head,
+    read_response, require_tool, serve, sighup,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -72,15 +72,13 @@ fn credentials(dir: &Path, user: &str, password: &str) -> PathBuf {
 /// Waits (bounded) for the access log to hold `lines` lines, and returns them.
 async fn log_lines(dir: &Path, lines: usize) -> Vec<String> {
     let path = dir.join("access.log");
-    for _ in 0..250 {
+    eventually(async || {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let found: Vec<String> = text.lines().map(str::to_string).collect();
-        if found.len() >= lines {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("fewer than {lines} lines in {}", path.display());
+        (found.len() >= lines).then_some(found)
+    })
+    .await
+    .unwrap_or_else(|| panic!("fewer than {lines} lines in {}", path.display()))
 }
 
 /// CONNECTs through `proxy` to `target` with `early` bytes sent along with the head, and

@@ -95,15 +95,13 @@ async fn closed_without_answer(stream: &mut TcpStream) -> Vec<u8> {
 
 /// Waits (the writer flushes within a second) until `path` holds at least `count` lines.
 async fn lines(path: &Path, count: usize) -> Vec<String> {
-    for _ in 0..200 {
+    eventually(async || {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        if lines.len() >= count {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{} did not get {count} lines", path.display());
+        (lines.len() >= count).then_some(lines)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{} did not get {count} lines", path.display()))
 }
 
 #[tokio::test]
