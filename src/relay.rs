@@ -121,6 +121,8 @@ pub struct Direction {
     eof: bool,
     /// The FIN was passed on; this direction is finished.
     done: bool,
+    /// The destination is closed as soon as this direction ends, which sends the FIN.
+    closed_at_end: bool,
     /// Bytes read from the source, `pending` ones included.
     pub bytes: u64,
 }
@@ -138,6 +140,18 @@ impl Direction {
         }
         direction.splice = splice && cfg!(target_os = "linux");
         direction
+    }
+
+    /// The FIN was passed on.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The destination is a plain socket that is closed as soon as this direction ends (the
+    /// other one has ended): closing sends the FIN, so the end of stream is passed on without a
+    /// `shutdown(2)` of its own.
+    pub fn close_at_end(&mut self) {
+        self.closed_at_end = true;
     }
 
     /// Moves as many bytes as the sides allow now; sets `moved` if any moved. Ready(Ok) once
@@ -163,8 +177,10 @@ impl Direction {
                 ready!(Pin::new(&mut *to).poll_flush(cx))?;
                 self.unflushed = false;
             } else if self.eof {
-                // The destination may already be gone; the other direction will notice.
-                let _ = ready!(Pin::new(&mut *to).poll_shutdown(cx));
+                if !self.closed_at_end {
+                    // The destination may already be gone; the other direction will notice.
+                    let _ = ready!(Pin::new(&mut *to).poll_shutdown(cx));
+                }
                 self.done = true;
                 self.buf = Vec::new();
                 return Poll::Ready(Ok(()));

@@ -434,6 +434,8 @@ fn bind_one(listen: &Listen) -> io::Result<std::net::TcpListener> {
     if listen.reuseport {
         socket.set_reuse_port(true)?;
     }
+    // Linux copies it to every accepted socket: one system call per listener, not per client.
+    socket.set_tcp_nodelay(true)?;
     socket.bind(&listen.addr.into())?;
     let backlog = listen
         .backlog
@@ -531,4 +533,32 @@ fn is_per_connection(error: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionRefused
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepted sockets get no `set_nodelay` of their own on Linux: they must inherit it.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn accepted_sockets_inherit_tcp_nodelay_from_their_listener() {
+        let listen = Listen {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            origin: Origin {
+                file: "test".into(),
+                line: 1,
+            },
+            backlog: None,
+            reuseport: false,
+            proxy_protocol: false,
+            http2: false,
+            ssl: false,
+        };
+        let listener = bind_one(&listen).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 }

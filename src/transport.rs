@@ -67,7 +67,10 @@ pub async fn handshake(
     want_local: bool,
     real_ip: Option<&RealIp>,
 ) -> Option<Handshake> {
-    let _ = socket.set_nodelay(true);
+    if !cfg!(target_os = "linux") {
+        // Linux sockets inherit it from their listener (`bind_one`).
+        let _ = socket.set_nodelay(true);
+    }
     let local = want_local.then(|| socket.local_addr().ok()).flatten();
     let mut info = ClientInfo {
         peer,

@@ -94,6 +94,10 @@ async fn relay<C: ClientStream, U: ClientStream, B: Budget>(
         let (mut upstream_in, mut upstream_out) = upstream.split();
         poll_fn(|cx| {
             let mut moved = false;
+            // Plain sockets are closed when the tunnel ends: the last FIN needs no shutdown.
+            if splice && down.is_done() {
+                up.close_at_end();
+            }
             let up_state = up.poll(
                 cx,
                 &mut client_in,
@@ -101,6 +105,9 @@ async fn relay<C: ClientStream, U: ClientStream, B: Budget>(
                 &mut up_budget,
                 &mut moved,
             );
+            if splice && up.is_done() {
+                down.close_at_end();
+            }
             let down_state = down.poll(
                 cx,
                 &mut upstream_in,
