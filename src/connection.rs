@@ -553,7 +553,8 @@ async fn send<S: ClientStream>(client: &mut S, bytes: &[u8]) -> std::io::Result<
 async fn linger_close<S: ClientStream>(mut client: S) {
     let _ = client.shutdown().await;
     let _ = tokio::time::timeout(LINGER, async {
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would make every connection's task 4 KiB larger.
+        let mut sink = vec![0u8; 4096];
         let mut drained = 0;
         while drained < LINGER_BYTES {
             match client.read(&mut sink).await {
