@@ -74,7 +74,7 @@ pub enum Var {
     Uri,
     /// `$args`, `$query_string`: the query.
     Args,
-    /// `$scheme`: `http` (sluice's listeners speak plain HTTP to clients).
+    /// `$scheme`: as in nginx, `https` when the client came over TLS (an `ssl` listener), else `http`.
     Scheme,
     /// `$1` … `$9`: the last regular expression's captures (`$0`: the whole match).
     Capture(usize),
@@ -284,7 +284,7 @@ impl Var {
                 Some(query) => text!("{query}"),
                 None => false,
             },
-            Var::Scheme => text!("http"),
+            Var::Scheme => text!("{}", if tls.is_some() { "https" } else { "http" }),
             Var::Capture(n) => match entry.vars.captures.get(*n).and_then(Option::as_deref) {
                 Some(text) => text!("{text}"),
                 None => false,

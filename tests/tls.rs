@@ -201,7 +201,8 @@ fn file_fingerprint(path: &str) -> Vec<u8> {
 fn tls_config(pki: &Pki, extra: &str) -> String {
     format!(
         "log_format tls 'TLS $request $status proto=$ssl_protocol cipher=$ssl_cipher \
-         sni=$ssl_server_name dn=\"$ssl_client_s_dn\" verify=$ssl_client_verify user=$remote_user';\n\
+         sni=$ssl_server_name dn=\"$ssl_client_s_dn\" verify=$ssl_client_verify user=$remote_user \
+         scheme=$scheme';\n\
          server {{\n    listen 127.0.0.1:0 ssl;\n{}    proxy_connect;\n    proxy_connect_allow all;\n    \
          destination_allow 127.0.0.0/8 ::1;\n    access_log stderr tls;\n    location / {{\n        \
          proxy_pass http://$http_host$request_uri;\n    }}\n{extra}\n}}\n",
@@ -274,7 +275,11 @@ async fn curl_tunnels_and_forwards_through_the_tls_listener() {
     if !require_tool("curl") {
         return;
     }
-    let proxy = Proxy::start(&tls_config(&pki, ""));
+    // `$scheme` is `https` on a TLS listener, as in nginx: in the log and in the fields sent on.
+    let proxy = Proxy::start(&tls_config(
+        &pki,
+        "    proxy_set_header X-Forwarded-Proto $scheme;",
+    ));
     let origin = tls_origin(&pki, "hello over two TLS layers").await;
     let url = format!("https://localhost:{}/", origin.port());
     let ca = pki.path("ca.pem");
@@ -302,7 +307,7 @@ async fn curl_tunnels_and_forwards_through_the_tls_listener() {
     let line = proxy.wait_for_log("TLS CONNECT").await;
     assert!(line.contains(" 200 proto=TLSv1.3 cipher=TLS_"), "{line}");
     assert!(
-        line.contains("sni=localhost dn=\"-\" verify=NONE user=-"),
+        line.contains("sni=localhost dn=\"-\" verify=NONE user=- scheme=https"),
         "{line}"
     );
 
@@ -324,6 +329,7 @@ async fn curl_tunnels_and_forwards_through_the_tls_listener() {
     assert_eq!(forwarded.stdout, b"plain inside TLSplain inside TLS");
     let recorded = plain.recorded();
     assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded[0].header("X-Forwarded-Proto"), Some("https"));
     assert_eq!(
         plain.connections.load(Ordering::SeqCst),
         1,

@@ -78,7 +78,6 @@ impl RequestInfo<'_> {
                 }
                 out.push_str(&self.peer.ip().to_string());
             }
-            HeaderVar::Scheme => out.push_str("http"),
             HeaderVar::RequestUri => out.push_str(&self.uri.path_and_query),
             HeaderVar::RequestMethod => out.push_str(&self.head.method),
             HeaderVar::Http(name) if name.eq_ignore_ascii_case("host") => {
@@ -337,14 +336,14 @@ mod tests {
                 ("Host", "$http_host"),
                 ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
                 ("X-Real-IP", "$remote_addr"),
-                ("X-Where", "$scheme://$host$request_uri $request_method"),
+                ("X-Where", "$host$request_uri $request_method"),
                 ("Accept-Encoding", ""),
             ],
         );
         assert_eq!(
             out,
             "POST /x HTTP/1.1\r\nHost: o.test\r\nX-Forwarded-For: 10.0.0.1, 192.0.2.9\r\nX-Real-IP: 192.0.2.9\r\n\
-             X-Where: http://o.test/x POST\r\nVia: 1.1 sluice\r\nContent-Length: 3\r\n\r\n"
+             X-Where: o.test/x POST\r\nVia: 1.1 sluice\r\nContent-Length: 3\r\n\r\n"
         );
     }
 

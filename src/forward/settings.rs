@@ -165,8 +165,6 @@ pub enum HeaderVar {
     RemotePort,
     /// `$proxy_add_x_forwarded_for`: the client's X-Forwarded-For with its address appended.
     ProxyAddXForwardedFor,
-    /// `$scheme`: always `http`.
-    Scheme,
     /// `$request_uri`: the origin-form path and query.
     RequestUri,
     /// `$request_method`.
@@ -186,7 +184,6 @@ impl HeaderVar {
             "remote_addr" => HeaderVar::RemoteAddr,
             "remote_port" => HeaderVar::RemotePort,
             "proxy_add_x_forwarded_for" => HeaderVar::ProxyAddXForwardedFor,
-            "scheme" => HeaderVar::Scheme,
             "request_uri" => HeaderVar::RequestUri,
             "request_method" => HeaderVar::RequestMethod,
             _ => HeaderVar::Http(name.strip_prefix("http_")?.replace('_', "-")),
