@@ -26,7 +26,7 @@ use crate::forward::{self, Next};
 use crate::limits::rate::{Throttle, Way};
 use crate::limits::{Permit, Places};
 use crate::live::{self, State};
-use crate::metrics::{self, Mode};
+use crate::metrics::{self, Mode, Open};
 use crate::request::{Head, ReadError, read_head};
 use crate::rewrite;
 use crate::route;
@@ -42,7 +42,6 @@ static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Serves one accepted connection to its end: the transport's handshake, then its requests.
 pub async fn serve(socket: TcpStream, peer: SocketAddr, ctx: Arc<ServerContext>, places: Places) {
-    let _open = metrics::get().connection();
     // Only a log line can use the local address (`$server_addr`): no system call otherwise.
     let Some(done) = transport::handshake(socket, peer, ctx.logs(), None).await else {
         return;
@@ -65,20 +64,21 @@ pub async fn serve_proxied(
     proxied: bool,
     tls: bool,
 ) {
-    let _open = metrics::get().connection();
+    // Open from now on: until the handshake, then in the connection's places.
+    let open = metrics::get().connection();
     let real_ip = proxied.then_some(&ctx.config.real_ip);
     let Some(done) = transport::handshake(socket, peer, ctx.logs(), real_ip).await else {
         return;
     };
     if !tls {
-        return placed(done.stream, done.info, done.early, ctx, process).await;
+        return placed(done.stream, done.info, done.early, ctx, process, open).await;
     }
     let Some(acceptor) = &ctx.config.tls.acceptor else {
         return; // a reload turned `ssl` on before this context had its certificate
     };
     let timeout = ctx.config.tls.handshake_timeout;
     if let Some((stream, info)) = transport::tls::accept(acceptor, done, timeout).await {
-        placed(stream, info, Vec::new(), ctx, process).await;
+        placed(stream, info, Vec::new(), ctx, process, open).await;
     }
 }
 
@@ -89,13 +89,14 @@ async fn placed<S: ClientStream>(
     early: Vec<u8>,
     ctx: Arc<ServerContext>,
     process: Permit,
+    open: Open,
 ) {
     let Some(client) = ctx.per_client.try_acquire(info.peer.ip()) else {
         let error = ProxyError::Overloaded("max_connections_per_client");
         log::debug!("{}: 503: {error}", info.peer);
         return refuse(stream, error).await;
     };
-    let places = Places::new(process, client);
+    let places = Places::new(process, client, open);
     if ctx.config.http2.enabled {
         return crate::http2::serve(stream, info, early, ctx, places).await;
     }

@@ -254,6 +254,7 @@ struct ParentStats {
 }
 
 /// Holds a place in a gauge until dropped.
+#[derive(Debug)]
 pub struct Open(&'static Gauge);
 
 impl Drop for Open {
@@ -767,7 +768,7 @@ impl Counter {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Gauge(AtomicU64);
 
 impl Gauge {

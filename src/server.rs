@@ -504,7 +504,8 @@ async fn accept_loop(
                     }
                     continue;
                 };
-                let places = Places::new(connections.acquire().await, client_permit);
+                let open = crate::metrics::get().connection();
+                let places = Places::new(connections.acquire().await, client_permit, open);
                 tokio::spawn(connection::serve(stream, peer, context, places));
                 // Every worker is woken for a new connection: let this one serve what it has
                 // before it takes another, so that a burst of clients spreads over them.

@@ -346,6 +346,36 @@ async fn counters_move_exactly_with_the_traffic() {
     assert_eq!(delta("sluice_access_log_dropped_total", ""), 0.0);
 }
 
+/// A connection that became a tunnel is still an open connection: it counts in
+/// `sluice_connections_open` until the tunnel ends, not only until its CONNECT was answered.
+#[tokio::test]
+async fn a_tunnel_counts_as_an_open_connection_until_it_ends() {
+    let echo = echo_server().await;
+    let proxy = Proxy::start(&format!("status_listen 127.0.0.1:0;\n{}", open_config("")));
+    let status = proxy.status_addr();
+    settled(status).await;
+    let mut tunnel = TcpStream::connect(proxy.addr()).await.unwrap();
+    tunnel
+        .write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    assert!(read_head(&mut tunnel).await.starts_with("HTTP/1.1 200 "));
+    let open = eventually(async || {
+        let now = scrape(status).await;
+        (now.get("sluice_tunnels_open", "") == 1.0).then_some(now)
+    })
+    .await
+    .expect("the tunnel is counted");
+    assert_eq!(open.get("sluice_connections_open", ""), 1.0);
+    // Still open while it carries bytes.
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tunnel.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(scrape(status).await.get("sluice_connections_open", ""), 1.0);
+    drop(tunnel);
+    settled(status).await;
+}
+
 #[tokio::test]
 async fn refusals_are_counted_by_reason() {
     let dir = TempDir::new();

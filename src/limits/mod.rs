@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::metrics::Open;
+
 /// Counts open connections against an optional limit, which a reload may change.
 #[derive(Debug, Default)]
 pub struct Gauge {
@@ -144,19 +146,22 @@ impl Drop for ClientPermit {
     }
 }
 
-/// A connection's places in the limits it counts against, given back when dropped. They
-/// travel with whichever task owns the connection (a tunnel outlives the task that opened it).
+/// A connection's places in the limits it counts against, and its count in
+/// `sluice_connections_open`, given back when dropped. They travel with whichever task owns
+/// the connection (a tunnel outlives the task that opened it).
 #[derive(Debug)]
 pub struct Places {
     _process: Option<Permit>,
     _client: Option<ClientPermit>,
+    _open: Option<Open>,
 }
 
 impl Places {
-    pub fn new(process: Permit, client: Option<ClientPermit>) -> Places {
+    pub fn new(process: Permit, client: Option<ClientPermit>, open: Open) -> Places {
         Places {
             _process: Some(process),
             _client: client,
+            _open: Some(open),
         }
     }
 
@@ -165,6 +170,7 @@ impl Places {
         Places {
             _process: None,
             _client: None,
+            _open: None,
         }
     }
 }
