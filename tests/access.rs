@@ -305,16 +305,12 @@ async fn past_max_connections_per_client_new_clients_get_503_and_open_tunnels_ke
     first.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"still here");
     drop(first);
-    // A place frees up when a connection ends.
-    let mut freed = None;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // A place frees up when a connection ends (once sluice has seen it end).
+    let freed = eventually(async || {
         let (stream, head) = connect(proxy.addr(), &echo.to_string()).await;
-        if head.starts_with("HTTP/1.1 200 ") {
-            freed = Some(stream);
-            break;
-        }
-    }
+        head.starts_with("HTTP/1.1 200 ").then_some(stream)
+    })
+    .await;
     assert!(
         freed.is_some(),
         "the place of a closed connection was not returned"

@@ -14,19 +14,19 @@ use tokio::net::TcpStream;
 
 /// Waits (the writer flushes within a second) until `path` holds at least `count` lines.
 async fn lines(path: &Path, count: usize) -> Vec<String> {
-    for _ in 0..200 {
+    eventually(async || {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        if lines.len() >= count {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "{} did not get {count} lines: {:?}",
-        path.display(),
-        std::fs::read_to_string(path)
-    );
+        (lines.len() >= count).then_some(lines)
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "{} did not get {count} lines: {:?}",
+            path.display(),
+            std::fs::read_to_string(path)
+        )
+    })
 }
 
 /// A server block on a free loopback port, tunnelling and forwarding to loopback, with these
@@ -298,13 +298,8 @@ async fn access_log_stderr_writes_to_standard_error() {
     ));
     drop(tunnel(proxy.addr(), &echo.to_string()).await);
     let expected = format!("ACCESS 200 CONNECT {}", echo.port());
-    for _ in 0..200 {
-        if proxy.log().lines().any(|l| l == expected) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no \"{expected}\" in:\n{}", proxy.log());
+    let found = eventually(async || proxy.log().lines().any(|l| l == expected).then_some(())).await;
+    assert!(found.is_some(), "no \"{expected}\" in:\n{}", proxy.log());
 }
 
 #[tokio::test]
@@ -461,21 +456,10 @@ async fn sigusr1_reopens_the_log_after_a_rotation() {
 
     std::fs::rename(&log, &rotated).unwrap();
     proxy.signal(libc::SIGUSR1);
-    for _ in 0..200 {
-        if proxy.log().contains("SIGUSR1 received") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(proxy.log().contains("SIGUSR1 received"), "{}", proxy.log());
+    proxy.wait_for_log("SIGUSR1 received").await;
     // The file is created again at once, before any new line.
-    for _ in 0..200 {
-        if log.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(log.exists(), "the log was not reopened");
+    let reopened = eventually(async || log.exists().then_some(())).await;
+    assert!(reopened.is_some(), "the log was not reopened");
 
     drop(tunnel(proxy.addr(), &echo.to_string()).await);
     let second = lines(&log, 1).await;
@@ -500,7 +484,7 @@ async fn lines_are_flushed_when_the_proxy_stops() {
     // A tunnel still open when SIGQUIT comes ends during the drain, and its line is written.
     let mut open = tunnel(proxy.addr(), &echo.to_string()).await;
     proxy.signal(libc::SIGQUIT);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.wait_for_log("SIGQUIT received").await;
     open.shutdown().await.unwrap();
     let mut rest = Vec::new();
     let _ = open.read_to_end(&mut rest).await;

@@ -1437,9 +1437,8 @@ fn absurd_timeouts_are_refused_or_harmless() {
         return;
     }
     // Accepted: then a connection must get an answer, not a panicking task.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed_port = closed.local_addr().unwrap().port();
-    drop(closed);
+    let closed = common::ClosedPort::new();
+    let closed_port = closed.addr.port();
     let mut answers = Vec::new();
     let log = run_proxy(&text, |proxy| {
         answers.push(exchange(

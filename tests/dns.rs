@@ -163,7 +163,7 @@ async fn a_silent_name_server_is_504_within_resolver_timeout() {
         "504 Gateway Timeout: resolving \"silent.sluice.test\" timed out\n"
     );
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(2),
+        took >= Duration::from_millis(900) && took < Duration::from_secs(1) + LATENESS,
         "took {took:?}"
     );
     assert!(dns.queries("silent.sluice.test", A) >= 1);
@@ -412,29 +412,53 @@ async fn a_name_server_on_a_closed_port_hands_over_to_the_second() {
     );
 }
 
+/// The quickest of `ROUNDS` runs of `run`: what it costs on this machine, without the stalls a
+/// loaded machine adds to some runs (a fixed cost, such as a wait, is in every run).
+async fn quickest(mut run: impl AsyncFnMut(usize)) -> Duration {
+    const ROUNDS: usize = 3;
+    let mut best = Duration::MAX;
+    for round in 0..ROUNDS {
+        let started = Instant::now();
+        run(round).await;
+        best = best.min(started.elapsed());
+    }
+    best
+}
+
 #[tokio::test]
 async fn a_failing_first_name_server_hands_over_at_once() {
     let failing = DnsServer::start().await;
     let live = DnsServer::start().await;
     let echo = echo_on("127.0.0.1").await;
-    failing.servfail("failover.sluice.test");
-    live.answer("failover.sluice.test", &["127.0.0.1"]);
+    for round in 0..3 {
+        failing
+            .servfail(&format!("failover{round}.sluice.test"))
+            .answer(&format!("direct{round}.sluice.test"), &["127.0.0.1"]);
+        live.answer(&format!("failover{round}.sluice.test"), &["127.0.0.1"]);
+    }
     let proxy = proxy(&format!(
         "resolver {} {};\n    resolver_timeout 10s;",
         failing.addr, live.addr
     ));
-    let started = Instant::now();
-    let mut stream = tunnel(
-        proxy.addr(),
-        &format!("failover.sluice.test:{}", echo.port()),
-    )
-    .await;
-    assert_echoes(&mut stream).await;
-    assert_eq!(failing.queries("failover.sluice.test", A), 1);
+    // Against names the first server answers itself: the failover costs the second server's
+    // answer, not the wait (a second) before a silent server's successor is asked.
+    let tunnel_to = async |name: String| {
+        let mut stream = tunnel(proxy.addr(), &format!("{name}:{}", echo.port())).await;
+        assert_echoes(&mut stream).await;
+    };
+    let direct =
+        quickest(async |round| tunnel_to(format!("direct{round}.sluice.test")).await).await;
+    let failover =
+        quickest(async |round| tunnel_to(format!("failover{round}.sluice.test")).await).await;
+    for round in 0..3 {
+        assert_eq!(
+            failing.queries(&format!("failover{round}.sluice.test"), A),
+            1
+        );
+    }
     assert!(
-        started.elapsed() < Duration::from_millis(700),
-        "took {:?}",
-        started.elapsed()
+        failover < direct + Duration::from_millis(500),
+        "failover took {failover:?}, a direct answer {direct:?}"
     );
 }
 
@@ -479,7 +503,7 @@ async fn a_name_server_that_drops_aaaa_costs_at_most_half_a_second() {
     assert_echoes(&mut stream).await;
     assert!(dns.queries("v4.sluice.test", AAAA) >= 1);
     assert!(
-        took >= Duration::from_millis(450) && took < Duration::from_millis(1500),
+        took >= Duration::from_millis(450) && took < Duration::from_millis(500) + LATENESS,
         "took {took:?}"
     );
 }
@@ -497,15 +521,22 @@ async fn a_name_whose_first_address_refuses_connects_to_the_second_at_once() {
     dns.answer("two.sluice.test", &["127.0.0.2", "127.0.0.1"]);
     let proxy = proxy(&format!("resolver {};", dns.addr));
     let target = format!("two.sluice.test:{}", echo.port());
-    // The first CONNECT resolves; the second measures the dial alone.
+    // Against a name of the echo's address alone; the first CONNECT to each resolves, the
+    // measured ones dial alone. A refused first address must not cost the 250 ms that a
+    // silent one gives before the next is tried.
+    dns.answer("one.sluice.test", &["127.0.0.1"]);
+    let single = format!("one.sluice.test:{}", echo.port());
     tunnel(proxy.addr(), &target).await;
-    let started = Instant::now();
-    let mut stream = tunnel(proxy.addr(), &target).await;
-    assert_echoes(&mut stream).await;
+    tunnel(proxy.addr(), &single).await;
+    let tunnel_to = async |target: &str| {
+        let mut stream = tunnel(proxy.addr(), target).await;
+        assert_echoes(&mut stream).await;
+    };
+    let one = quickest(async |_| tunnel_to(&single).await).await;
+    let two = quickest(async |_| tunnel_to(&target).await).await;
     assert!(
-        started.elapsed() < Duration::from_millis(240),
-        "a refused address held the next back: {:?}",
-        started.elapsed()
+        two < one + Duration::from_millis(200),
+        "a refused address held the next back: {two:?}, {one:?} with one address"
     );
     proxy.wait_for_log("connect to 127.0.0.2:").await;
 }
@@ -556,8 +587,9 @@ async fn a_name_whose_first_address_is_silent_connects_to_the_second_after_250ms
     let took = started.elapsed();
     assert_echoes(&mut stream).await;
     assert!(
-        took >= Duration::from_millis(240) && took < Duration::from_secs(2),
-        "took {took:?}: the second address should start 250 ms after the first"
+        took >= Duration::from_millis(240) && took < Duration::from_millis(250) + LATENESS,
+        "took {took:?}: the second address should start 250 ms after the first, long before \
+         the connect timeout"
     );
 }
 

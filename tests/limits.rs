@@ -131,35 +131,34 @@ fn sluice_t(config: &str) -> (bool, String) {
 /// The value of the metric line starting with `series ` (name and labels), once no tunnel is
 /// open (a tunnel's counts are added when it ends).
 async fn metric(status: SocketAddr, series: &str) -> Option<f64> {
-    for _ in 0..250 {
+    let settled = eventually(async || {
         let scrape = exchange(
             status,
             format!("GET /metrics HTTP/1.1\r\nHost: {status}\r\n\r\n").as_bytes(),
         )
         .await;
-        let body = scrape.body;
-        if body.contains("\nsluice_tunnels_open 0\n") {
-            return body
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{series} ")))
-                .map(|v| v.parse().unwrap());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("tunnels stayed open");
+        scrape
+            .body
+            .contains("\nsluice_tunnels_open 0\n")
+            .then_some(scrape.body)
+    })
+    .await
+    .expect("tunnels stayed open");
+    settled
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{series} ")))
+        .map(|v| v.parse().unwrap())
 }
 
 /// Waits (the writer flushes within a second) until `path` holds at least `count` lines.
 async fn log_lines(path: &Path, count: usize) -> Vec<String> {
-    for _ in 0..200 {
+    eventually(async || {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        if lines.len() >= count {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{} did not get {count} lines", path.display());
+        (lines.len() >= count).then_some(lines)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{} did not get {count} lines", path.display()))
 }
 
 /// `limit_rate` holds a tunnel's download (spliced: both ends are plain sockets) to its rate

@@ -11,7 +11,6 @@ mod dns {
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 use dns::server::DnsServer;
@@ -224,16 +223,13 @@ async fn scrape(addr: SocketAddr) -> Scrape {
 
 /// Scrapes until no connection or tunnel is open (their counts are added when they end).
 async fn settled(addr: SocketAddr) -> Scrape {
-    for _ in 0..200 {
+    eventually(async || {
         let now = scrape(addr).await;
-        if now.get("sluice_connections_open", "") == 0.0
-            && now.get("sluice_tunnels_open", "") == 0.0
-        {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("connections stayed open");
+        (now.get("sluice_connections_open", "") == 0.0 && now.get("sluice_tunnels_open", "") == 0.0)
+            .then_some(now)
+    })
+    .await
+    .expect("connections stayed open")
 }
 
 #[tokio::test]

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{
-    Origin, Proxy, TempDir, basic, echo_server, exchange, ok, read_head, read_response,
-    require_tool, serve, sighup,
+    ClosedPort, Origin, Proxy, TempDir, basic, echo_server, eventually, exchange, ok, read_head,
+    read_response, require_tool, serve, sighup,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,12 +33,6 @@ fn parent_sluice(dir: &Path) -> Proxy {
          location / {{ proxy_pass http://$http_host$request_uri; }}\n}}\n",
         users.display()
     ))
-}
-
-/// A port nothing listens on.
-fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
 }
 
 /// The child sluice: `parents` at the top level, `server_extra` in its server, which
@@ -78,15 +72,13 @@ fn credentials(dir: &Path, user: &str, password: &str) -> PathBuf {
 /// Waits (bounded) for the access log to hold `lines` lines, and returns them.
 async fn log_lines(dir: &Path, lines: usize) -> Vec<String> {
     let path = dir.join("access.log");
-    for _ in 0..250 {
+    eventually(async || {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let found: Vec<String> = text.lines().map(str::to_string).collect();
-        if found.len() >= lines {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("fewer than {lines} lines in {}", path.display());
+        (found.len() >= lines).then_some(found)
+    })
+    .await
+    .unwrap_or_else(|| panic!("fewer than {lines} lines in {}", path.display()))
 }
 
 /// CONNECTs through `proxy` to `target` with `early` bytes sent along with the head, and
@@ -334,13 +326,14 @@ async fn a_backup_is_used_only_when_every_primary_is_down() {
     let backup = parent_sluice(&dir.0);
     let primary = parent_sluice(&dir.0);
     let cred = credentials(&dir.0, USER, PASSWORD);
+    let dead = ClosedPort::new();
     let child = child_sluice(
         &dir.0,
         &format!(
             "parent corp {{\n    server {} backup;\n    server {};\n    \
              server {};\n    credentials_file {};\n}}",
             backup.addr(),
-            closed_port(),
+            dead.addr,
             primary.addr(),
             cred.display()
         ),
@@ -358,7 +351,8 @@ async fn a_backup_is_used_only_when_every_primary_is_down() {
 #[tokio::test]
 async fn all_servers_dead_is_a_502_naming_the_parent_and_each_server() {
     let dir = TempDir::new();
-    let (first, second) = (closed_port(), closed_port());
+    let dead = [ClosedPort::new(), ClosedPort::new()];
+    let (first, second) = (dead[0].addr, dead[1].addr);
     let child = child_sluice(
         &dir.0,
         &format!("parent corp {{ server {first}; server {second}; }}"),
@@ -442,10 +436,10 @@ async fn bytes_the_parent_sends_with_its_200_reach_the_client() {
 #[tokio::test]
 async fn direct_routes_bypass_the_parent() {
     let dir = TempDir::new();
-    let dead = closed_port();
+    let dead = ClosedPort::new();
     let child = child_sluice(
         &dir.0,
-        &format!("parent corp {{ server {dead}; }}"),
+        &format!("parent corp {{ server {}; }}", dead.addr),
         "    route 127.0.0.0/8 direct;\n    route default corp;",
     );
     assert_tunnel_exact(child.addr()).await;
@@ -706,12 +700,13 @@ async fn metrics_count_requests_failures_and_servers_up_per_parent() {
     let dir = TempDir::new();
     let parent = parent_sluice(&dir.0);
     let cred = credentials(&dir.0, USER, PASSWORD);
+    let dead = ClosedPort::new();
     let child = child_sluice(
         &dir.0,
         &format!(
             "status_listen 127.0.0.1:0;\nparent corp {{\n    server {} fail_timeout=60s;\n    \
              server {};\n    credentials_file {};\n}}",
-            closed_port(),
+            dead.addr,
             parent.addr(),
             cred.display()
         ),

@@ -239,20 +239,22 @@ async fn a_reload_moves_the_status_listener_and_the_access_log() {
     assert_echoes(&mut stream, b"logged").await;
     drop(stream);
     let wanted = format!("CONNECT {echo} HTTP/1.1\" 200");
-    for _ in 0..250 {
+    let logged = eventually(async || {
         let second_lines = std::fs::read_to_string(&second_log).unwrap_or_default();
-        if second_lines.lines().any(|l| l.contains(&wanted)) {
-            let first_lines = std::fs::read_to_string(&first_log).unwrap_or_default();
-            assert!(!first_lines.contains(&wanted), "{first_lines}");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
+        second_lines
+            .lines()
+            .any(|l| l.contains(&wanted))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        logged.is_some(),
         "no tunnel line in {}: {:?}",
         second_log.display(),
         std::fs::read_to_string(&second_log)
     );
+    let first_lines = std::fs::read_to_string(&first_log).unwrap_or_default();
+    assert!(!first_lines.contains(&wanted), "{first_lines}");
 }
 
 /// Makes a FIFO at `path`, which nothing writes to.

@@ -128,14 +128,10 @@ async fn per_client_connection_counts_survive_a_reload() {
 
     // A place given back is free again.
     drop(held.pop());
-    let mut admitted = None;
-    for _ in 0..250 {
+    let admitted = eventually(async || {
         let (stream, head) = connect(proxy.addr(), &echo.to_string()).await;
-        if head.starts_with("HTTP/1.1 200 ") {
-            admitted = Some(stream);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        head.starts_with("HTTP/1.1 200 ").then_some(stream)
+    })
+    .await;
     assert!(admitted.is_some(), "the freed place was never given again");
 }

@@ -54,13 +54,9 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Waits (bounded) until `pid` holds at least `count` descriptors.
 async fn wait_for_open_files(pid: u32, count: usize) {
-    for _ in 0..500 {
-        if open_files(pid) >= count {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
+    let reached = eventually(async || (open_files(pid) >= count).then_some(())).await;
+    assert!(
+        reached.is_some(),
         "sluice holds {} descriptors, never {count}",
         open_files(pid)
     );

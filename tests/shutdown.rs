@@ -69,7 +69,7 @@ async fn shutdown_timeout_bounds_the_wait() {
     assert!(status.success(), "{status:?}");
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        took >= Duration::from_millis(900) && took < Duration::from_secs(1) + LATENESS,
         "took {took:?}"
     );
     let mut buf = [0; 1];
@@ -86,17 +86,13 @@ async fn sigterm_during_a_graceful_shutdown_exits_at_once() {
     let mut proxy = Proxy::start(&open_config(""));
     let _held = tunnel(proxy.addr(), &echo.to_string()).await;
     proxy.signal(libc::SIGQUIT);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.wait_for_log("SIGQUIT received").await;
     assert!(
         proxy.wait_exit(Duration::ZERO).await.is_none(),
         "SIGQUIT must wait for the tunnel"
     );
-    let started = Instant::now();
+    // At once: long before the 30 s that shutdown_timeout gives the tunnel by default.
     proxy.signal(libc::SIGTERM);
-    let status = proxy
-        .wait_exit(Duration::from_secs(3))
-        .await
-        .expect("SIGTERM exits");
+    let status = proxy.wait_exit(LATENESS).await.expect("SIGTERM exits");
     assert!(status.success(), "{status:?}");
-    assert!(started.elapsed() < Duration::from_secs(2));
 }

@@ -11,14 +11,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Waits (bounded) for `path` to hold `lines` lines, and returns its text.
 async fn wait_for_lines(path: &std::path::Path, lines: usize) -> String {
-    for _ in 0..250 {
+    eventually(async || {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.lines().count() >= lines {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{} never held {lines} lines", path.display());
+        (text.lines().count() >= lines).then_some(text)
+    })
+    .await
+    .unwrap_or_else(|| panic!("{} never held {lines} lines", path.display()))
 }
 
 #[tokio::test]
@@ -38,15 +36,14 @@ async fn sigterm_and_sigint_close_an_open_tunnel_and_exit_0_with_its_log_line() 
         open.read_exact(&mut back).await.unwrap();
 
         proxy.signal(signal);
-        let status = proxy.wait_exit(Duration::from_secs(3)).await;
+        let status = proxy.wait_exit(LATENESS).await;
         assert!(
             status.is_some_and(|s| s.success()),
             "signal {signal}: {status:?}\n{}",
             proxy.log()
         );
         let mut rest = Vec::new();
-        let closed =
-            tokio::time::timeout(Duration::from_secs(3), open.read_to_end(&mut rest)).await;
+        let closed = tokio::time::timeout(LATENESS, open.read_to_end(&mut rest)).await;
         assert!(closed.is_ok(), "signal {signal}: the tunnel was not closed");
         // The tunnel's line reached the file before the process exited.
         let text = wait_for_lines(&log, 1).await;

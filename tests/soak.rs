@@ -33,16 +33,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{Proxy, open_config, pattern, read_head, read_response};
+use common::{PATIENCE, Proxy, open_config, pattern, read_head, read_response};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, sleep, timeout};
 
 /// Longest a tunnel client waits for its next byte before it counts as a hang.
 const STALL: Duration = Duration::from_secs(10);
 /// `client_header_timeout` of the proxy under test: slowloris clients must get their 408.
 const HEADER_TIMEOUT_SECS: u64 = 2;
+/// The same, as a duration.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(HEADER_TIMEOUT_SECS);
+/// `keepalive_timeout` of the proxy under test: how long a client connection may wait
+/// between two requests.
+const KEEPALIVE_SECS: u64 = 5;
 /// Open descriptors allowed above the warm figure once the load has settled (sockets still
 /// closing).
 const FD_MARGIN: usize = 4;
@@ -169,6 +174,10 @@ struct Stats {
     reset_as_close: AtomicU64,
     slowest_tunnel_ms: AtomicU64,
     closed_without_408: AtomicU64,
+    /// Requests this test was too slow for (a loaded machine): they left after
+    /// `client_header_timeout` or `keepalive_timeout` had run out, so a close without an
+    /// answer was right.
+    late: AtomicU64,
     problems: Mutex<Vec<String>>,
 }
 
@@ -487,14 +496,31 @@ impl Setup {
     }
 }
 
+/// Whether a client that got no answer at all was too slow itself: its request left at `sent`,
+/// `allowed` or more after `since`, an instant no later than the one sluice's timer started at
+/// (the accept, for `client_header_timeout`; the end of the previous response, for
+/// `keepalive_timeout`). A silent close is then the right answer. A loaded machine can leave
+/// a task unpolled for seconds between its connect and its write.
+fn too_late(setup: &Setup, since: Instant, sent: Instant, allowed: Duration) -> bool {
+    let late = sent.duration_since(since) >= allowed;
+    if late {
+        Stats::add(&setup.stats.late, 1);
+    }
+    late
+}
+
 /// Opens a tunnel; `None` (and a recorded problem) if the proxy did not answer 200.
 async fn open_tunnel(setup: &Setup, target: &str) -> Option<TcpStream> {
+    let started = Instant::now();
     let mut stream = TcpStream::connect(setup.proxy).await.ok()?;
     let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
+    let sent = Instant::now();
     let head = read_head(&mut stream).await;
     if head.starts_with("HTTP/1.1 200 ") {
         Some(stream)
+    } else if head.is_empty() && too_late(setup, started, sent, HEADER_TIMEOUT) {
+        None
     } else {
         setup.stats.problem(
             &setup.stats.unexpected,
@@ -664,12 +690,14 @@ async fn tunnel_client(setup: &Setup, rng: &mut Rng, mode: TunnelMode) {
 async fn http_client(setup: &Setup, rng: &mut Rng) {
     let stats = &setup.stats;
     let authority = setup.http_authority(rng);
+    let started = Instant::now();
     let Ok(mut stream) = TcpStream::connect(setup.proxy).await else {
         stats.problem(&stats.unexpected, "cannot connect to the proxy".into());
         return;
     };
     let mut buf = Vec::new();
     let requests = 1 + rng.below(6);
+    let (mut idle_since, mut allowed_idle) = (started, HEADER_TIMEOUT);
     for i in 0..requests {
         let last = i + 1 == requests;
         let (size, seed) = (rng.size(256 * 1024), rng.next());
@@ -748,14 +776,26 @@ async fn http_client(setup: &Setup, rng: &mut Rng) {
             }
         }
         let write = stream.write_all(&request);
-        if write.await.is_err() {
-            stats.problem(
-                &stats.lost,
-                format!("request {i} to {authority}: write failed"),
-            );
+        let written = write.await;
+        // A request that left too late (client_header_timeout after the connect for the
+        // first, keepalive_timeout after the previous one for the others) may be met with a
+        // close: sluice's wait began no earlier than `idle_since`, which the previous
+        // response could not end before.
+        let late = |sent| too_late(setup, idle_since, sent, allowed_idle);
+        if written.is_err() {
+            if !late(Instant::now()) {
+                stats.problem(
+                    &stats.lost,
+                    format!("request {i} to {authority}: write failed"),
+                );
+            }
             return;
         }
+        let sent = Instant::now();
         let Some((status, head, body)) = read_response(&mut stream, &mut buf, false).await else {
+            if late(sent) {
+                return;
+            }
             stats.problem(
                 &stats.lost,
                 format!("request {i} to {authority}: no complete response"),
@@ -784,6 +824,7 @@ async fn http_client(setup: &Setup, rng: &mut Rng) {
             return;
         }
         Stats::add(&stats.http_requests, 1);
+        (idle_since, allowed_idle) = (sent, Duration::from_secs(KEEPALIVE_SECS));
         if !connection.is_empty() {
             break;
         }
@@ -799,24 +840,31 @@ async fn http_client(setup: &Setup, rng: &mut Rng) {
     Stats::add(&stats.http_sessions, 1);
 }
 
-/// The status of the answer to `request`, read up to the close that must follow an error.
-async fn error_status(proxy: SocketAddr, request: &str) -> Result<u16, String> {
-    let mut stream = TcpStream::connect(proxy)
+/// The status of the answer to `request`, read up to the close that must follow an error;
+/// `Ok(None)` if this client was [`too_late`] and got no answer.
+async fn error_status(setup: &Setup, request: &str) -> Result<Option<u16>, String> {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(setup.proxy)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     stream
         .write_all(request.as_bytes())
         .await
         .map_err(|e| format!("write: {e}"))?;
+    let sent = Instant::now();
     let mut all = Vec::new();
     stream
         .read_to_end(&mut all)
         .await
         .map_err(|e| format!("read: {e}"))?;
+    if all.is_empty() && too_late(setup, started, sent, HEADER_TIMEOUT) {
+        return Ok(None);
+    }
     let text = String::from_utf8_lossy(&all);
     text.split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
+        .map(Some)
         .ok_or_else(|| format!("no status in {text:?}"))
 }
 
@@ -828,8 +876,8 @@ async fn refused_client(setup: &Setup, rng: &mut Rng) {
         format!("GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
     };
     Stats::add(&setup.stats.refused, 1);
-    match error_status(setup.proxy, &request).await {
-        Ok(502) => {}
+    match error_status(setup, &request).await {
+        Ok(Some(502) | None) => {}
         other => setup.stats.problem(
             &setup.stats.unexpected,
             format!("refused target: {other:?} for {request:?}"),
@@ -845,8 +893,8 @@ async fn dns_failure_client(setup: &Setup, rng: &mut Rng) {
         format!("GET http://{name}/ HTTP/1.1\r\nHost: {name}\r\n\r\n")
     };
     Stats::add(&setup.stats.dns_failed, 1);
-    match error_status(setup.proxy, &request).await {
-        Ok(502) => {}
+    match error_status(setup, &request).await {
+        Ok(Some(502) | None) => {}
         other => setup.stats.problem(
             &setup.stats.unexpected,
             format!("failing name: {other:?} for {request:?}"),
@@ -859,6 +907,8 @@ async fn dns_failure_client(setup: &Setup, rng: &mut Rng) {
 async fn slowloris_client(setup: &Setup, rng: &mut Rng) {
     let stats = &setup.stats;
     Stats::add(&stats.slowloris, 1);
+    // Before the connect: sluice's clock starts at its accept, later than this.
+    let started = Instant::now();
     let Ok(stream) = TcpStream::connect(setup.proxy).await else {
         stats.problem(&stats.unexpected, "cannot connect to the proxy".into());
         return;
@@ -870,6 +920,8 @@ async fn slowloris_client(setup: &Setup, rng: &mut Rng) {
         "z".repeat(200)
     );
     let (mut r, mut w) = stream.into_split();
+    let first_sent = OnceLock::new();
+    let first_sent_at = &first_sent;
     if give_up_early {
         for byte in head.bytes().take(5) {
             let _ = w.write_all(&[byte]).await;
@@ -882,12 +934,12 @@ async fn slowloris_client(setup: &Setup, rng: &mut Rng) {
             if w.write_all(&[byte]).await.is_err() {
                 break;
             }
+            first_sent_at.get_or_init(Instant::now);
             sleep(Duration::from_millis(200)).await;
         }
         // Out of head bytes, or cut off: only the answer (or the close) ends this client.
         std::future::pending::<Vec<u8>>().await
     };
-    let started = Instant::now();
     let answer = async {
         let mut all = Vec::new();
         let _ = r.read_to_end(&mut all).await;
@@ -899,7 +951,11 @@ async fn slowloris_client(setup: &Setup, rng: &mut Rng) {
     };
     let text = String::from_utf8_lossy(&all);
     let elapsed = started.elapsed();
-    if text.is_empty() {
+    let silent_was_right = || {
+        let sent = first_sent.get().copied().unwrap_or_else(Instant::now);
+        too_late(setup, started, sent, HEADER_TIMEOUT)
+    };
+    if text.is_empty() && !silent_was_right() {
         stats.problem(
             &stats.closed_without_408,
             format!(
@@ -910,7 +966,7 @@ async fn slowloris_client(setup: &Setup, rng: &mut Rng) {
     }
     if !text.is_empty() && !text.starts_with("HTTP/1.1 408 ") {
         stats.problem(&stats.unexpected, format!("slowloris got {text:?}"));
-    } else if elapsed < Duration::from_secs(HEADER_TIMEOUT_SECS) - Duration::from_millis(100) {
+    } else if elapsed < HEADER_TIMEOUT - Duration::from_millis(100) {
         stats.problem(
             &stats.unexpected,
             format!("slowloris cut off after {elapsed:?}, before client_header_timeout"),
@@ -986,12 +1042,13 @@ async fn exercise_once(setup: &Setup) {
 /// After a load: the origins close their idle keep-alive connections (as origins do), and
 /// every descriptor sluice opened for the load should come back by itself: no more traffic
 /// comes to make it notice. Returns sluice's descriptors when the load ended and once
-/// settled (up to 5 s later), and its RSS.
+/// settled (up to [`PATIENCE`] later: a loaded machine may take a while to close them all),
+/// and its RSS.
 async fn quiesce(proxy: &Proxy, closing: &AtomicBool, fds_warm: usize) -> (usize, usize, u64) {
     let pid = proxy.pid();
     let fds_at_end = open_fds(pid);
     closing.store(true, Ordering::SeqCst);
-    let settle_until = Instant::now() + Duration::from_secs(5);
+    let settle_until = Instant::now() + PATIENCE;
     let mut fds_after = open_fds(pid);
     while fds_after > fds_warm + FD_MARGIN && Instant::now() < settle_until {
         sleep(Duration::from_millis(200)).await;
@@ -1005,13 +1062,11 @@ async fn soak_for(load: Duration, clients: usize, op_timeout: Duration) {
     let dns = dns_server().await;
     let exchange = exchange_origin().await;
     let http = http_origin(closing.clone()).await;
-    let closed_port = {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let refusing = common::ClosedPort::new();
+    let closed_port = refusing.addr.port();
     let proxy = Proxy::start(&open_config(&format!(
         "    resolver {dns} ipv6=off;\n    resolver_timeout 5s;\n    \
-         client_header_timeout {HEADER_TIMEOUT_SECS}s;\n    keepalive_timeout 5s;\n    \
+         client_header_timeout {HEADER_TIMEOUT_SECS}s;\n    keepalive_timeout {KEEPALIVE_SECS}s;\n    \
          proxy_connect_data_timeout 30s;\n    \
          location / {{ proxy_pass http://$http_host$request_uri; }}"
     )));
@@ -1091,6 +1146,7 @@ async fn soak_for(load: Duration, clients: usize, op_timeout: Duration) {
          {} failed names, {} slow readers, {} slowloris\n  \
          corrupted {}, lost {}, hangs {}, unexpected answers {}\n  \
          origin resets seen as a plain close {}, slowloris closed without a 408 {}\n  \
+         requests sent after sluice's timeout had run out (a loaded machine) {}\n  \
          slowest tunnel: {} ms\n  \
          sluice fds: {fds_start} at start, {fds_warm} warm, {peak_fds} peak, \
          {fds_at_end} as the load ended, {fds_after} settled \
@@ -1114,6 +1170,7 @@ async fn soak_for(load: Duration, clients: usize, op_timeout: Duration) {
         Stats::get(&s.unexpected),
         Stats::get(&s.reset_as_close),
         Stats::get(&s.closed_without_408),
+        Stats::get(&s.late),
         Stats::get(&s.slowest_tunnel_ms),
         after[0].1,
         mib(rss_start),
@@ -1202,7 +1259,7 @@ async fn pooled_connections_their_origins_closed_are_released_without_more_traff
         assert_eq!(answer.map(|a| a.0), Some(200));
     }
     // Every client connection is closed now, and every origin has closed its side.
-    let give_up = Instant::now() + Duration::from_secs(5);
+    let give_up = Instant::now() + PATIENCE;
     let mut fds = open_fds(pid);
     while fds > baseline && Instant::now() < give_up {
         sleep(Duration::from_millis(100)).await;

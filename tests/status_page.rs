@@ -41,7 +41,7 @@ async fn status_json(addr: SocketAddr, query: &str) -> Json {
 
 /// Loads `/status.json?query` until `done` holds for it; bounded.
 async fn wait_for(addr: SocketAddr, query: &str, done: impl Fn(&Json) -> bool) -> Json {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let json = status_json(addr, query).await;
         if done(&json) {

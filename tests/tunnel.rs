@@ -215,10 +215,11 @@ async fn a_hundred_concurrent_tunnels_each_keep_their_own_bytes() {
 #[tokio::test]
 async fn an_idle_tunnel_is_closed_after_the_data_timeout() {
     let echo = echo_server().await;
-    let proxy = Proxy::start(&open_config("proxy_connect_data_timeout 1s;"));
+    let proxy = Proxy::start(&open_config("proxy_connect_data_timeout 2s;"));
     let mut stream = tunnel(proxy.addr(), &echo.to_string()).await;
-    // Activity keeps it open past the timeout...
-    for _ in 0..3 {
+    // Activity keeps it open past the timeout (a byte every half second: a loaded machine
+    // may be late by most of the rest)...
+    for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         stream.write_all(b"k").await.unwrap();
         let mut byte = [0; 1];
@@ -226,7 +227,7 @@ async fn an_idle_tunnel_is_closed_after_the_data_timeout() {
     }
     // ...silence closes it.
     let mut buf = [0; 1];
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+    let read = tokio::time::timeout(Duration::from_secs(2) + LATENESS, stream.read(&mut buf))
         .await
         .expect("the idle tunnel was not closed");
     assert!(matches!(read, Ok(0) | Err(_)));

@@ -19,17 +19,14 @@ fn forwarding(top: &str) -> String {
 }
 
 /// The names of the threads of process `pid` that serve connections, once there are
-/// `expected` of them (a thread names itself once it runs), or after 5 s.
+/// `expected` of them (a thread names itself once it runs), or after [`PATIENCE`].
 async fn worker_threads(pid: u32, expected: usize) -> Vec<String> {
-    let mut names = named_workers(pid);
-    for _ in 0..250 {
-        if names.len() == expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        names = named_workers(pid);
-    }
-    names
+    let found = eventually(async || {
+        let names = named_workers(pid);
+        (names.len() == expected).then_some(names)
+    })
+    .await;
+    found.unwrap_or_else(|| named_workers(pid))
 }
 
 fn named_workers(pid: u32) -> Vec<String> {

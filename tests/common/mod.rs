@@ -132,15 +132,14 @@ impl Proxy {
         self.log.lock().unwrap().clone()
     }
 
-    /// Waits (up to 5 s) for a log line containing `needle`, and returns it.
+    /// Waits (up to [`PATIENCE`]) for a log line containing `needle`, and returns it.
     pub async fn wait_for_log(&self, needle: &str) -> String {
-        for _ in 0..250 {
-            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
-                return line.to_string();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("no log line with {needle:?} in:\n{}", self.log());
+        eventually(async || {
+            let log = self.log();
+            log.lines().find(|l| l.contains(needle)).map(str::to_string)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no log line with {needle:?} in:\n{}", self.log()))
     }
 
     /// The configuration file of a proxy made by [`Proxy::start`].
@@ -654,11 +653,56 @@ pub async fn sighup(proxy: &Proxy) -> String {
     };
     let before = outcomes(&proxy.log()).len();
     proxy.signal(libc::SIGHUP);
-    for _ in 0..250 {
-        if let Some(line) = outcomes(&proxy.log()).get(before) {
-            return line.clone();
+    eventually(async || outcomes(&proxy.log()).get(before).cloned())
+        .await
+        .unwrap_or_else(|| panic!("no reload outcome logged:\n{}", proxy.log()))
+}
+
+/// How long a test waits for what the proxy does on its own time (a counter, a log line, a
+/// closed descriptor): long, since a loaded two-core CI machine may take seconds, and spent
+/// only when the awaited thing never comes.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// How late a timeout may fire on a loaded machine and still count as on time: short of every
+/// default timeout (30 s and up), so a test still tells a configured timeout from a default one.
+pub const LATENESS: Duration = Duration::from_secs(5);
+
+/// Asks `probe` every 20 ms until it has an answer, for up to [`PATIENCE`]; `None` if it never
+/// had one. The one home of "wait for the server to catch up": what a server records after
+/// the client has seen the effect (a metric, a log line) is read through this, never after a
+/// fixed sleep.
+pub async fn eventually<T>(mut probe: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(answer) = probe().await {
+            return Some(answer);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("no reload outcome logged:\n{}", proxy.log());
+}
+
+/// A loopback port that refuses connections (RST) for as long as this lives: bound, so no
+/// other test can take the number, but not listening. Dropping a listener to get a "closed"
+/// port would leave the number free for the next test's listener to take.
+pub struct ClosedPort {
+    _socket: socket2::Socket,
+    pub addr: SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        ClosedPort {
+            _socket: socket,
+            addr,
+        }
+    }
 }
