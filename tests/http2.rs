@@ -630,22 +630,50 @@ async fn a_graceful_shutdown_says_goaway_and_lets_open_streams_finish() {
 #[tokio::test]
 async fn rapid_reset_is_met_with_goaway_and_bounded_work() {
     let echo = echo_server().await;
+    // An origin that holds each request unanswered until the next one arrives, then closes
+    // it: every stream below cost sluice a policy check, a dial and a forwarded head, and the
+    // client reset it before its answer (the next request's arrival proves sluice read that
+    // reset first, as frames are read in order); the close lets sluice end the stream's task.
+    let (asked_tx, mut asked) = tokio::sync::mpsc::unbounded_channel();
+    let held = Arc::new(std::sync::Mutex::new(None::<TcpStream>));
+    let silent = serve("127.0.0.1:0", move |mut stream| {
+        let (asked_tx, held) = (asked_tx.clone(), Arc::clone(&held));
+        async move {
+            if read_request_head(&mut stream).await.is_some() {
+                drop(held.lock().unwrap().replace(stream));
+                let _ = asked_tx.send(());
+            }
+        }
+    })
+    .await;
     let proxy = Proxy::start(&format!("status_listen 127.0.0.1:0;\n{}", h2_config("")));
     let rss_before = rss_kib(proxy.pid());
-    // Each stream is answered (sluice dialled the origin) before the client resets it: the
-    // attack that costs the server the most, which no pending-accept limit sees.
+    // Each stream reaches sluice's stream task (its request is at the origin) and is reset
+    // before it is answered: the attack that costs the server the most, which no
+    // pending-accept limit sees, and sluice's reset budget does.
     let client = h2_client(proxy.addr()).await;
     let mut resets = 0;
     for _ in 0..5000 {
         let Ok(mut ready) = client.send.clone().ready().await else {
             break;
         };
-        let Ok((response, mut stream)) =
-            ready.send_request(connect_request(&echo.to_string()), false)
-        else {
+        let request = Request::get(format!("http://{silent}/slow"))
+            .body(())
+            .unwrap();
+        let Ok((response, mut stream)) = ready.send_request(request, true) else {
             break;
         };
-        if tokio::time::timeout(WAIT, response).await.unwrap().is_err() {
+        let reached = async {
+            tokio::select! {
+                asked = asked.recv() => asked.is_some(),
+                // Never answered: this is the connection closing.
+                _ = response => false,
+            }
+        };
+        if !tokio::time::timeout(WAIT, reached)
+            .await
+            .expect("at the origin or closed")
+        {
             break;
         }
         stream.send_reset(Reason::CANCEL);
@@ -654,6 +682,9 @@ async fn rapid_reset_is_met_with_goaway_and_bounded_work() {
     let error = client.ended().await.expect_err("closed with an error");
     assert_eq!(error.reason(), Some(Reason::ENHANCE_YOUR_CALM), "{error:?}");
     assert!(resets < 1000, "{resets} resets before the GOAWAY");
+    proxy
+        .wait_for_log("too many streams reset before their answer")
+        .await;
 
     // Resets sent back to back, before sluice could accept the streams, too.
     for _ in 0..4 {
@@ -681,6 +712,58 @@ async fn rapid_reset_is_met_with_goaway_and_bounded_work() {
     let mut client = h2_client(proxy.addr()).await;
     let (response, _stream) = client.open(connect_request(&echo.to_string())).await;
     assert_eq!(response.status(), 200);
+}
+
+/// A browser closes a finished tunnel with RST_STREAM `CANCEL` (Chrome does). Answered
+/// streams reset cost no more than HTTP/1.1 connections opened and closed, so however many a
+/// busy browser closes, its connection and every tunnel on it live.
+#[tokio::test]
+async fn a_browser_closing_many_answered_tunnels_keeps_its_connection() {
+    let echo = echo_server().await;
+    // Before, a burst of 2 × 10 resets, then one a second, were allowed.
+    let proxy = Proxy::start(&h2_config("    http2_max_concurrent_streams 10;"));
+    let client = h2_client(proxy.addr()).await;
+    const WORKERS: usize = 5;
+    const TUNNELS_EACH: usize = 20;
+    // Half the streams allowed at once, so streams sluice is still winding down never push a
+    // new one past the limit.
+    let workers = (0..WORKERS).map(|worker| {
+        let send = client.send.clone();
+        let target = echo.to_string();
+        tokio::spawn(async move {
+            for tunnel in 0..TUNNELS_EACH {
+                let mut ready = send.clone().ready().await.expect("the connection lives");
+                let (response, mut stream) = ready
+                    .send_request(connect_request(&target), false)
+                    .expect("the connection lives");
+                let response = tokio::time::timeout(WAIT, response)
+                    .await
+                    .expect("an answer in time")
+                    .expect("an answer, not a reset");
+                assert_eq!(response.status(), 200);
+                let mut body = response.into_body();
+                let payload = format!("worker {worker} tunnel {tunnel}");
+                send_data(&mut stream, payload.as_bytes(), false).await;
+                assert_eq!(
+                    read_exactly(&mut body, payload.len()).await,
+                    payload.as_bytes()
+                );
+                stream.send_reset(Reason::CANCEL);
+            }
+        })
+    });
+    for worker in workers.collect::<Vec<_>>() {
+        worker.await.unwrap();
+    }
+    assert!(!client.driver.is_finished(), "the connection was closed");
+    let mut client = client;
+    let (response, _stream) = client.open(connect_request(&echo.to_string())).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        !proxy.log().contains("ENHANCE_YOUR_CALM"),
+        "{}",
+        proxy.log()
+    );
 }
 
 #[tokio::test]

@@ -27,6 +27,7 @@ use http::request::Parts;
 use http::{Method, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
+use super::flood::StreamRecord;
 use super::pipe::{self, StreamEnd};
 use crate::connection;
 use crate::context::ServerContext;
@@ -43,10 +44,12 @@ const MAX_ANSWER_HEAD: usize = 128 * 1024;
 /// The most fields an answer head may have.
 const MAX_ANSWER_FIELDS: usize = 128;
 
-/// Serves one stream of an HTTP/2 connection to its end.
+/// Serves one stream of an HTTP/2 connection to its end. `record` learns when the stream is
+/// answered (its resets are then no flood) and forgets it when this task ends.
 pub async fn serve(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
+    mut record: StreamRecord,
     ctx: Arc<ServerContext>,
     info: ClientInfo,
 ) {
@@ -67,7 +70,7 @@ pub async fn serve(
     };
     let head = std::mem::take(&mut exchange.head);
     let proxy = connection::converse(proxy_end, info, head, ctx, Places::none());
-    let bridge = bridge(stream_end, body, respond, &exchange);
+    let bridge = bridge(stream_end, body, respond, &mut record, &exchange);
     tokio::join!(proxy, bridge);
 }
 
@@ -193,6 +196,7 @@ async fn bridge(
     end: StreamEnd,
     mut body: RecvStream,
     mut respond: SendResponse<Bytes>,
+    record: &mut StreamRecord,
     exchange: &Exchange,
 ) {
     let (mut from_proxy, mut to_proxy) = tokio::io::split(end);
@@ -220,6 +224,8 @@ async fn bridge(
             Err(ended) => Err((ended, None)),
             Ok(answer) => {
                 let empty = answer.body == Body::Empty;
+                // Before the HEADERS can reach the client, and so before its reset can.
+                record.answering();
                 match respond.send_response(answer.response, empty) {
                     Err(_) => Err((Ended::ClientReset, None)),
                     Ok(_) if empty => Ok(()),

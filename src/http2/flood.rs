@@ -4,17 +4,25 @@
 //! pending SETTINGS acknowledgement at a time, a header list size, a CONTINUATION count, a
 //! queue of streams reset before they were accepted), but answers PINGs and SETTINGS as fast as
 //! they come and lets a client open and reset streams forever (CVE-2023-44487, "rapid reset":
-//! each stream may have started a lookup and a dial). So the bytes the client sends are read
-//! through a [`Guard`] that looks at each frame's 9-byte header, never the payload, and keeps
-//! two budgets per connection: streams reset by the client, and frames that ask for nothing
-//! (PING, SETTINGS, PRIORITY, empty DATA). Each is a token bucket: a burst, refilled at a
-//! steady rate. A connection over either budget is told ENHANCE_YOUR_CALM in a GOAWAY and
-//! closed; nothing more of what it sent is read.
+//! each stream may have started a policy check, a lookup and a dial that nobody waits for).
+//! So the bytes the client sends are read through a [`Guard`] that looks at each frame's
+//! 9-byte header, never the payload, and keeps two budgets per connection: streams reset by
+//! the client before sluice answered them, and frames that ask for nothing (PING, SETTINGS,
+//! PRIORITY, empty DATA). Each is a token bucket: a burst, refilled at a steady rate. A
+//! connection over either budget is told ENHANCE_YOUR_CALM in a GOAWAY and closed; nothing
+//! more of what it sent is read.
+//!
+//! The reset of a stream sluice has answered (a tunnel's `200`, a response's head) is free:
+//! it is how a browser closes a finished tunnel, and the client waited a round trip for the
+//! answer, so such streams cost no more than HTTP/1.1 connections opened and closed, and no
+//! more are served at once than `http2_max_concurrent_streams`. The frame headers do not say
+//! whether a stream was answered; the streams' tasks do, in the connection's [`Answered`].
 
+use std::collections::HashSet;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -30,16 +38,16 @@ const CONTROL_RATE: f64 = 10.0;
 /// The budgets of one connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Budgets {
-    /// Streams the client may reset at once (RST_STREAM)...
+    /// Unanswered streams the client may reset at once (RST_STREAM)...
     pub reset_burst: f64,
     /// ...and then each second.
     pub reset_rate: f64,
 }
 
 impl Budgets {
-    /// A browser closes a tunnel by resetting its stream, so a burst as large as two full
-    /// sets of streams is allowed, then a tenth of a set a second: far more than pages open,
-    /// far less than a flood.
+    /// A browser cancels streams it no longer needs, answered or not (a tab closed while its
+    /// page loads), so a burst as large as two full sets of streams is allowed, then a tenth
+    /// of a set a second: far more than pages cancel, far less than a flood.
     pub fn for_streams(max_concurrent_streams: u32) -> Budgets {
         let streams = f64::from(max_concurrent_streams);
         Budgets {
@@ -84,6 +92,64 @@ impl Alarm {
 
     fn is_tripped(&self) -> bool {
         self.tripped.load(Ordering::Acquire)
+    }
+}
+
+/// The streams of a connection that sluice has answered and whose tasks still run: the first
+/// reset of one of them is not spent from the budget. Shared by the [`Guard`], which looks ids
+/// up for RST_STREAMs only, and the streams' tasks, which each write their id twice at most;
+/// it holds no more ids than streams served at once.
+#[derive(Debug, Default)]
+pub struct Answered {
+    ids: Mutex<HashSet<u32>>,
+}
+
+impl Answered {
+    /// The record of stream `id`, kept until its task drops it.
+    pub fn stream(self: &Arc<Self>, id: u32) -> StreamRecord {
+        StreamRecord {
+            answered: Arc::clone(self),
+            id,
+            recorded: false,
+        }
+    }
+
+    fn ids(&self) -> std::sync::MutexGuard<'_, HashSet<u32>> {
+        // The set stays whole whatever panicked while holding it.
+        self.ids.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether stream `id` was answered, and forgets it: a stream is reset once, so the
+    /// same reset sent again is spent from the budget like any other.
+    fn take(&self, id: u32) -> bool {
+        self.ids().remove(&id)
+    }
+}
+
+/// One stream's place in [`Answered`]: marked before its answer is sent, gone when its task
+/// ends (a later reset of the id is a stray frame, counted as any other).
+#[derive(Debug)]
+pub struct StreamRecord {
+    answered: Arc<Answered>,
+    id: u32,
+    recorded: bool,
+}
+
+impl StreamRecord {
+    /// The stream is about to be answered: from now on the client may reset it for free.
+    pub fn answering(&mut self) {
+        if !self.recorded {
+            self.answered.ids().insert(self.id);
+            self.recorded = true;
+        }
+    }
+}
+
+impl Drop for StreamRecord {
+    fn drop(&mut self) {
+        if self.recorded {
+            self.answered.ids().remove(&self.id);
+        }
     }
 }
 
@@ -141,10 +207,11 @@ struct Scanner {
     payload: usize,
     resets: Bucket,
     control: Bucket,
+    answered: Arc<Answered>,
 }
 
 impl Scanner {
-    fn new(budgets: Budgets) -> Scanner {
+    fn new(budgets: Budgets, answered: Arc<Answered>) -> Scanner {
         Scanner {
             preface: PREFACE.len(),
             header: [0; 9],
@@ -152,6 +219,7 @@ impl Scanner {
             payload: 0,
             resets: Bucket::new(budgets.reset_burst, budgets.reset_rate),
             control: Bucket::new(CONTROL_BURST, CONTROL_RATE),
+            answered,
         }
     }
 
@@ -182,7 +250,7 @@ impl Scanner {
 
     /// A whole frame header has arrived.
     fn frame(&mut self) -> Result<(), Flood> {
-        let [l0, l1, l2, kind, flags, ..] = self.header;
+        let [l0, l1, l2, kind, flags, s0, s1, s2, s3] = self.header;
         let length = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
         self.payload = length;
         let asks_nothing = match kind {
@@ -191,8 +259,12 @@ impl Scanner {
             DATA => length == 0 && flags & END_STREAM == 0,
             _ => false,
         };
-        if kind == RST_STREAM && !self.resets.take() {
-            return Err(Flood::Resets);
+        if kind == RST_STREAM {
+            // The high bit is reserved (RFC 9113 §4.1).
+            let stream = u32::from_be_bytes([s0, s1, s2, s3]) & 0x7fff_ffff;
+            if !self.answered.take(stream) && !self.resets.take() {
+                return Err(Flood::Resets);
+            }
         }
         if asks_nothing && !self.control.take() {
             return Err(Flood::ControlFrames);
@@ -210,10 +282,10 @@ pub struct Guard<S> {
 }
 
 impl<S> Guard<S> {
-    pub fn new(inner: S, budgets: Budgets, alarm: Arc<Alarm>) -> Guard<S> {
+    pub fn new(inner: S, budgets: Budgets, answered: Arc<Answered>, alarm: Arc<Alarm>) -> Guard<S> {
         Guard {
             inner,
-            scanner: Scanner::new(budgets),
+            scanner: Scanner::new(budgets, answered),
             alarm,
         }
     }
@@ -299,18 +371,50 @@ mod tests {
             bytes.extend(frame(RST_STREAM, 0, 2 * id + 1, &[0, 0, 0, 8]));
         }
         for step in [1, 7, bytes.len()] {
-            let mut scanner = Scanner::new(budgets());
+            let mut scanner = Scanner::new(budgets(), Arc::default());
             let results: Vec<_> = bytes.chunks(step).map(|c| scanner.scan(c)).collect();
             assert!(results.contains(&Err(Flood::Resets)), "step {step}");
         }
-        let mut scanner = Scanner::new(budgets());
+        let mut scanner = Scanner::new(budgets(), Arc::default());
         let four = bytes.len() - 9 - 4;
         assert_eq!(scanner.scan(&bytes[..four]), Ok(()));
     }
 
     #[test]
+    fn resets_of_answered_streams_are_free_while_their_tasks_run() {
+        let answered = Arc::new(Answered::default());
+        let mut scanner = Scanner::new(budgets(), Arc::clone(&answered));
+        scanner.scan(PREFACE).unwrap();
+        let reset = |id: u32| frame(RST_STREAM, 0, id, &[0, 0, 0, 8]);
+        let records: Vec<StreamRecord> = (0..100u32)
+            .map(|i| {
+                let mut record = answered.stream(2 * i + 1);
+                record.answering();
+                record
+            })
+            .collect();
+        // A stream whose record exists but was not answered yet still counts.
+        let unanswered = answered.stream(1001);
+        for id in (0..100u32).map(|i| 2 * i + 1) {
+            assert_eq!(scanner.scan(&reset(id)), Ok(()), "stream {id}");
+        }
+        // The same reset again, the reserved bit set or not (RFC 9113 §4.1), is no longer
+        // free; nor is one of a stream not answered yet.
+        assert_eq!(scanner.scan(&reset(1 | 1 << 31)), Ok(()));
+        assert_eq!(scanner.scan(&reset(3)), Ok(()));
+        assert_eq!(scanner.scan(&reset(1001)), Ok(()));
+        assert_eq!(scanner.scan(&reset(1001)), Ok(()));
+        assert_eq!(scanner.scan(&reset(1001)), Err(Flood::Resets));
+        // A record is gone with its task: the set holds only streams still served.
+        let mut record = answered.stream(2001);
+        record.answering();
+        drop((records, unanswered, record));
+        assert!(answered.ids().is_empty());
+    }
+
+    #[test]
     fn pings_are_a_flood_but_their_acks_and_data_are_not() {
-        let mut scanner = Scanner::new(budgets());
+        let mut scanner = Scanner::new(budgets(), Arc::default());
         scanner.scan(PREFACE).unwrap();
         for _ in 0..1000 {
             scanner.scan(&frame(PING, ACK, 0, &[0; 8])).unwrap();

@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use self::flood::{Alarm, Budgets, Flood, Guard};
+use self::flood::{Alarm, Answered, Budgets, Flood, Guard};
 use self::preface::{Prefixed, Sniffed};
 use crate::connection;
 use crate::context::ServerContext;
@@ -76,7 +76,9 @@ where
     let peer = info.peer;
     let max_streams = ctx.config.http2.max_concurrent_streams;
     let alarm = Arc::new(Alarm::default());
-    let io = Guard::new(io, Budgets::for_streams(max_streams), Arc::clone(&alarm));
+    let answered = Arc::new(Answered::default());
+    let budgets = Budgets::for_streams(max_streams);
+    let io = Guard::new(io, budgets, Arc::clone(&answered), Arc::clone(&alarm));
     // A connection window as large as every stream's, so that streams whose upstream does
     // not read never stall the others.
     let connection_window =
@@ -124,9 +126,10 @@ where
                     }
                     let ctx = ctx.latest();
                     let info = info.clone();
+                    let record = answered.stream(respond.stream_id().into());
                     streams.spawn(async move {
                         let _open = metrics::get().http2_stream();
-                        exchange::serve(request, respond, ctx, info).await;
+                        exchange::serve(request, respond, record, ctx, info).await;
                     });
                 }
                 Some(Err(error)) => {
@@ -169,7 +172,7 @@ where
             }
             flood = alarm.tripped() => {
                 let what = match flood {
-                    Flood::Resets => "streams reset",
+                    Flood::Resets => "streams reset before their answer",
                     Flood::ControlFrames => "PING, SETTINGS, PRIORITY or empty frames",
                 };
                 log::warn!("{peer}: HTTP/2 connection closed with ENHANCE_YOUR_CALM: too many {what}");
