@@ -780,11 +780,8 @@ async fn a_parent_whose_certificate_fails_is_a_502_naming_it() {
     let child = Proxy::start(&parent_config(parent.addr(), &other.path("ca.pem")));
     let (_, head) = connect(child.addr(), "127.0.0.1:9").await;
     assert!(head.starts_with("HTTP/1.1 502"), "{head}");
-    let line = child.wait_for_log("502").await;
-    assert!(
-        line.contains("corp") && line.contains("certificate"),
-        "{line}"
-    );
+    let line = child.wait_for_log("certificate").await;
+    assert!(line.contains("corp"), "{line}");
 }
 
 /// A PROXY header and the ClientHello in one segment: the header names the client, and the
