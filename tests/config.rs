@@ -133,7 +133,7 @@ fn server(body: &str) -> String {
 fn open_listener_warning(addr: &str, path: &str, line: u32) -> String {
     format!(
         "{addr} accepts every host that can reach it: anyone may use this proxy; \
-         restrict it with a firewall or listen on a specific address, in {path}:{line}"
+         restrict it with allow/deny, auth_basic, a firewall or a specific address, in {path}:{line}"
     )
 }
 
@@ -891,6 +891,28 @@ fn listen_forms() {
     );
     let (warnings, path) = assert_accepted("server {\n    listen [::]:3128 ipv6only=on;\n}\n");
     assert_eq!(warnings, vec![open_listener_warning("[::]:3128", &path, 2)]);
+    // A server that chooses its clients is no open proxy, whatever it listens on: a closed
+    // allow/deny list (here written after the listen, and in http), or a password.
+    for closed in [
+        "server {\n    listen *:3128;\n    allow 10.0.0.0/8;\n    deny all;\n}\n",
+        "http {\n    deny all;\n    server {\n        listen [::]:3128;\n    }\n}\n",
+    ] {
+        assert_clean(closed);
+    }
+    let dir = common::TempDir::new();
+    let users = dir.0.join("users");
+    std::fs::write(&users, "u:{PLAIN}p\n").unwrap();
+    assert_clean(&format!(
+        "server {{\n    listen *:3128;\n    auth_basic proxy;\n    auth_basic_user_file {};\n}}\n",
+        users.display()
+    ));
+    // A list that only refuses some hosts still lets the rest of the world in.
+    let (warnings, path) =
+        assert_accepted("server {\n    listen *:3128;\n    deny 192.0.2.0/24;\n}\n");
+    assert_eq!(
+        warnings,
+        vec![open_listener_warning("0.0.0.0:3128", &path, 2)]
+    );
     let (warnings, path) = assert_accepted("server {\n    listen 127.0.0.1:3128 deferred;\n}\n");
     assert_eq!(
         warnings,

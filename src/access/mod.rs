@@ -48,6 +48,13 @@ impl ClientRules {
         self.rules.is_empty()
     }
 
+    /// A closed list: it has a `deny all`, so a client no earlier rule names is refused.
+    pub fn is_closed(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| !rule.allow && rule.range.is_none())
+    }
+
     /// `Err` names the `deny` rule that refused `client`.
     pub fn check(&self, client: IpAddr) -> Result<(), &Origin> {
         let matched = self

@@ -92,6 +92,12 @@ impl AccessSettings {
         Ok(())
     }
 
+    /// Any client that reaches the server may use it: no closed `allow`/`deny` list, no
+    /// `auth_basic`.
+    pub fn admits_anyone(&self) -> bool {
+        !self.clients.is_closed() && self.auth_realm.is_none()
+    }
+
     /// What a whole server block still lacks, checked once its block is read.
     pub fn incomplete(&self) -> Option<&'static str> {
         (self.auth_realm.is_some() && self.auth_users.is_none()).then_some(

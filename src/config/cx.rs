@@ -65,6 +65,11 @@ impl<'a> Cx<'a> {
     /// A warning about the directive; `in file:line` is added.
     pub fn warn(&mut self, directive: &Directive, message: impl std::fmt::Display) {
         let origin = self.origin(directive.line);
+        self.warn_at(&origin, message);
+    }
+
+    /// A warning about what was written at `origin`, once more than its directive is known.
+    pub fn warn_at(&mut self, origin: &Origin, message: impl std::fmt::Display) {
         self.warnings.push(format!("{message} in {origin}"));
     }
 

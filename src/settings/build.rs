@@ -308,6 +308,7 @@ fn server(cx: &mut Cx, block: &Directive, defaults: &Server) -> Result<Server, C
     if let Some(missing) = server.access.incomplete() {
         return Err(cx.error(block, missing));
     }
+    listen::warn_if_open(cx, &server);
     // Trusting every peer would let any client name its own address.
     if server.real_ip.trusted.is_empty()
         && let Some(listen) = server.listen.iter().find(|l| l.proxy_protocol)

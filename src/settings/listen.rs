@@ -102,15 +102,6 @@ pub fn set(
         }
     }
     for addr in addrs {
-        if addr.ip().is_unspecified() {
-            cx.warn(
-                directive,
-                format!(
-                    "{addr} accepts every host that can reach it: anyone may use this proxy; \
-                     restrict it with a firewall or listen on a specific address,"
-                ),
-            );
-        }
         listen.push(Listen {
             addr,
             origin: cx.origin(directive.line),
@@ -122,6 +113,29 @@ pub fn set(
         });
     }
     Ok(())
+}
+
+/// A server listening on every address that admits every client (no closed `allow`/`deny`
+/// list, no `auth_basic`, no required client certificate) is an open proxy to whoever can
+/// reach the host: say so, once its whole block is known.
+pub fn warn_if_open(cx: &mut Cx, server: &Server) {
+    if !server.access.admits_anyone() || server.tls.requires_client_certificate() {
+        return;
+    }
+    for listen in server
+        .listen
+        .iter()
+        .filter(|l| l.addr.ip().is_unspecified())
+    {
+        cx.warn_at(
+            &listen.origin,
+            format!(
+                "{} accepts every host that can reach it: anyone may use this proxy; \
+                 restrict it with allow/deny, auth_basic, a firewall or a specific address,",
+                listen.addr
+            ),
+        );
+    }
 }
 
 /// Two blocks may not claim the same address: sluice would not know whose policy applies.

@@ -56,6 +56,13 @@ pub struct TlsSettings {
     pub acceptor: Option<Acceptor>,
 }
 
+impl TlsSettings {
+    /// Only clients with a valid certificate get past the handshake.
+    pub fn requires_client_certificate(&self) -> bool {
+        self.verify_client == VerifyClient::On
+    }
+}
+
 impl Default for TlsSettings {
     fn default() -> TlsSettings {
         TlsSettings {
