@@ -498,6 +498,15 @@ fn users_blocks_are_checked_with_file_and_line() {
          destination_mode enforce; proxy_connect_allow 443; limit_rate 512k; }}"
     )));
     assert!(ok, "{said}");
+    assert!(!said.contains("[warn]"), "{said}");
+    // Without a way to name users, a per-user limit would silently limit nobody.
+    let (ok, said) = sluice_t(&server("    limit_rate_per_user 2m;"));
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("\"limit_rate_per_user\" has no effect here: no client is named")
+            && said.contains("proxy.conf:1"),
+        "{said}"
+    );
 }
 
 /// `destination_mode report`: what a rule would deny is served, logged `would-deny` and

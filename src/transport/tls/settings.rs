@@ -61,6 +61,11 @@ impl TlsSettings {
     pub fn requires_client_certificate(&self) -> bool {
         self.verify_client == VerifyClient::On
     }
+
+    /// A client may name itself with a certificate (`ssl_verify_client on` or `optional`).
+    pub fn asks_client_certificate(&self) -> bool {
+        self.verify_client != VerifyClient::Off
+    }
 }
 
 impl Default for TlsSettings {
