@@ -4,6 +4,7 @@
 use crate::config::directive::{Context, HTTP_SERVER, MAIN_HTTP, Spec};
 use crate::config::values::parse_size;
 use crate::config::{ConfigError, Cx, Directive};
+use crate::settings::Server;
 
 /// `max_connections`, process-wide.
 pub const PROCESS_DIRECTIVES: &[Spec] = &[Spec::used("max_connections", MAIN_HTTP, (1, 1), true)];
@@ -86,5 +87,20 @@ impl Rates {
             _ => return Err(cx.not_allowed(directive)),
         }
         Ok(())
+    }
+}
+
+/// `limit_rate_per_user` in a server where no client is ever named (no `auth_basic`, no
+/// `ssl_verify_client`) limits nobody: say so, at the server `block`, once it is read.
+pub fn warn_if_no_user_is_named(cx: &mut Cx, block: &Directive, server: &Server) {
+    if server.rates.per_user > 0
+        && server.access.auth_realm.is_none()
+        && !server.tls.asks_client_certificate()
+    {
+        cx.warn(
+            block,
+            "\"limit_rate_per_user\" has no effect here: no client is named (no auth_basic, \
+             no ssl_verify_client),",
+        );
     }
 }

@@ -309,16 +309,7 @@ fn server(cx: &mut Cx, block: &Directive, defaults: &Server) -> Result<Server, C
         return Err(cx.error(block, missing));
     }
     listen::warn_if_open(cx, &server);
-    if server.rates.per_user > 0
-        && server.access.auth_realm.is_none()
-        && !server.tls.asks_client_certificate()
-    {
-        cx.warn(
-            block,
-            "\"limit_rate_per_user\" has no effect here: no client is named (no auth_basic, \
-             no ssl_verify_client),",
-        );
-    }
+    crate::limits::settings::warn_if_no_user_is_named(cx, block, &server);
     // Trusting every peer would let any client name its own address.
     if server.real_ip.trusted.is_empty()
         && let Some(listen) = server.listen.iter().find(|l| l.proxy_protocol)
