@@ -88,30 +88,7 @@ impl Drop for TlsOrigin {
 
 async fn tls_origin() -> Option<TlsOrigin> {
     let dir = TempDir::new();
-    let (key, cert) = (dir.0.join("key.pem"), dir.0.join("cert.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .ok()?;
-    if !made.success() {
-        return None;
-    }
+    let (cert, key) = certificates::self_signed(&dir.0, "localhost", "/CN=localhost", &[]);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .ok()?
         .local_addr()

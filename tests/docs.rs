@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{TempDir, require_tool};
+use common::{TempDir, certificates, require_tool};
 
 fn source(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -61,36 +61,18 @@ fn blocks(text: &str, info: &str) -> Vec<(usize, String)> {
     found
 }
 
-/// The certificates the TLS examples name, made by the `openssl` CLI in `etc`: `proxy.pem` and
-/// `proxy.key`, and the CAs `clients-ca.pem` and `corp-ca.pem` (all one self-signed CA here).
-fn make_certificates(etc: &Path) -> bool {
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=proxy.example",
-            "-keyout",
-            "proxy.key",
-            "-out",
-            "proxy.pem",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-        ])
-        .current_dir(etc)
-        .output()
-        .is_ok_and(|out| out.status.success());
-    for ca in ["clients-ca.pem", "corp-ca.pem"].iter().filter(|_| made) {
-        std::fs::copy(etc.join("proxy.pem"), etc.join(ca)).unwrap();
+/// The certificates the TLS examples name, made in `etc`: `proxy.pem` and `proxy.key`, and the
+/// CAs `clients-ca.pem` and `corp-ca.pem` (all one self-signed CA here).
+fn make_certificates(etc: &Path) {
+    let (proxy, _) = certificates::self_signed(
+        etc,
+        "proxy",
+        "/CN=proxy.example",
+        &["basicConstraints=critical,CA:TRUE"],
+    );
+    for ca in ["clients-ca.pem", "corp-ca.pem"] {
+        std::fs::copy(&proxy, etc.join(ca)).unwrap();
     }
-    made
 }
 
 #[test]
@@ -102,7 +84,10 @@ fn every_configuration_in_the_readme_and_docs_loads() {
     std::fs::create_dir_all(&log).unwrap();
     std::fs::write(etc.join("htpasswd"), "alice:{PLAIN}secret\n").unwrap();
     std::fs::write(etc.join("corp.cred"), "sluice:secret\n").unwrap();
-    let certificates = require_tool("openssl") && make_certificates(&etc);
+    let certificates = require_tool("openssl");
+    if certificates {
+        make_certificates(&etc);
+    }
     let mut in_readme = 0;
     for (name, text) in documents() {
         for (line, config) in blocks(&text, "nginx") {

@@ -21,36 +21,21 @@ use tokio_rustls::client::TlsStream;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A self-signed certificate for localhost and 127.0.0.1, made by the `openssl` CLI. `None`
-/// when openssl is missing.
+/// A self-signed certificate for localhost and 127.0.0.1, and its key. `None` when openssl is
+/// missing.
 fn certificate(dir: &TempDir) -> Option<(String, String)> {
     if !require_tool("openssl") {
         return None;
     }
-    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        // A leaf, not a CA: rustls refuses a CA certificate as the server's own.
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (cert, key) = certificates::self_signed(
+        &dir.0,
+        "localhost",
+        "/CN=localhost",
+        &[
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            // A leaf, not a CA: rustls refuses a CA certificate as the server's own.
+            "basicConstraints=critical,CA:FALSE",
+        ],
     );
     Some((
         cert.to_str().unwrap().to_string(),

@@ -47,27 +47,15 @@ impl Pki {
         let pki = Pki {
             dir: TempDir::new(),
         };
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
+        certificates::self_signed(
+            &pki.dir.0,
+            "ca",
             "/CN=sluice test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
+            &[
+                "basicConstraints=critical,CA:TRUE",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
         pki.issue("server", "/CN=localhost", Key::Sec1, true);
         pki.issue("alice", "/O=Example/CN=alice", Key::Pkcs8, false);
         Some(pki)
@@ -78,16 +66,7 @@ impl Pki {
     }
 
     fn openssl(&self, args: &[&str]) {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(&self.dir.0)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        certificates::openssl(&self.dir.0, args);
     }
 
     /// Issues `NAME.pem` and `NAME.key` for `subject`: a server certificate for localhost and

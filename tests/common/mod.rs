@@ -2,6 +2,7 @@
 //! small loopback origins (echo, sink, source) that the tests dial through it.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod certificates;
 pub mod json;
 
 use std::io::{BufRead, BufReader};
