@@ -188,9 +188,7 @@ impl ConnectSettings {
                 );
             }
             "tunnel_socket_keepalive" => {
-                if !matches!(arg, "on" | "off") {
-                    return Err(cx.error(directive, format!("invalid value \"{arg}\" in \"tunnel_socket_keepalive\" directive, it must be \"on\" or \"off\"")));
-                }
+                cx.flag(directive)?;
                 cx.warn(
                     directive,
                     "\"tunnel_socket_keepalive\" has no effect in sluice: \

@@ -124,6 +124,24 @@ impl ReadBuf {
         max: usize,
         timeout: Duration,
     ) -> io::Result<usize> {
+        tokio::time::timeout(timeout, self.fill_once(from, budget, max))
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    }
+
+    /// Reads once from `from`, appending at most `max` bytes, however long that takes: for
+    /// a read that only watches a stream, such as a client that may leave while its answer
+    /// is awaited; `Ok(0)` is end of stream.
+    pub async fn watch<R: ReadSide>(&mut self, from: &mut R, max: usize) -> io::Result<usize> {
+        self.fill_once(from, &mut Unlimited, max).await
+    }
+
+    async fn fill_once<R: ReadSide, B: Budget>(
+        &mut self,
+        from: &mut R,
+        budget: &mut B,
+        max: usize,
+    ) -> io::Result<usize> {
         if self.start > 0 && self.start * 2 >= self.end {
             // Move the tail to the front rather than grow.
             self.bytes.copy_within(self.start..self.end, 0);
@@ -132,7 +150,7 @@ impl ReadBuf {
         }
         let want = max.min(READ_CHUNK);
         let had_storage = !self.bytes.is_empty();
-        let attempt = poll_fn(|cx| {
+        poll_fn(|cx| {
             ready!(from.poll_read_ready(cx))?;
             let room = self.make_room(want);
             let end = self.end;
@@ -152,10 +170,8 @@ impl ReadBuf {
                 }
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             }
-        });
-        tokio::time::timeout(timeout, attempt)
-            .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+        })
+        .await
     }
 
     /// Room for the next read, at most `want` bytes. The storage grows (doubling, from

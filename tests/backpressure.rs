@@ -297,15 +297,16 @@ async fn an_origin_that_stops_reading_a_request_body_stalls_the_client() {
             "POST http://{origin}/up HTTP/1.1\r\nHost: {origin}\r\nContent-Length: {TOTAL}\r\n\r\n"
         );
         stream.write_all(head.as_bytes()).await.unwrap();
-        let (read_half, write_half) = stream.into_split();
+        let (read_half, mut write_half) = stream.into_split();
+        let (data, counter) = (data.clone(), counter.clone());
         writers.push((
             read_half,
-            tokio::spawn(counted_write(
-                write_half,
-                data.clone(),
-                counter.clone(),
-                false,
-            )),
+            tokio::spawn(async move {
+                counted_write(&mut write_half, data, counter, false).await;
+                // Kept open until the answer: a half-close would tell sluice that the client
+                // left (as nginx takes it), and end the request.
+                write_half
+            }),
         ));
     }
     let totals = wait_for_stall(&counters, Duration::from_secs(1)).await;
@@ -321,7 +322,7 @@ async fn an_origin_that_stops_reading_a_request_body_stalls_the_client() {
         sleep(Duration::from_millis(50)).await;
     }
     for (mut read_half, writer) in writers {
-        writer.await.unwrap();
+        let _open = writer.await.unwrap();
         let mut answer = Vec::new();
         let mut buf = [0; 256];
         while !answer.ends_with(b"done") {

@@ -1107,6 +1107,11 @@ fn forwarding_directive_refusals() {
         "invalid value \"maybe\" in \"proxy_via\" directive, it must be \"on\" or \"off\"",
     );
     assert_refused(
+        &in_location("        proxy_ignore_client_abort sometimes;"),
+        5,
+        "invalid value \"sometimes\" in \"proxy_ignore_client_abort\" directive, it must be \"on\" or \"off\"",
+    );
+    assert_refused(
         &in_location("        proxy_http_version 2;"),
         5,
         "invalid value \"2\" in \"proxy_http_version\" directive",

@@ -757,3 +757,55 @@ async fn a_post_with_an_empty_body_keeps_the_connection() {
         "sessions closed after a POST with Content-Length: 0"
     );
 }
+
+/// A client that leaves while its answer is awaited ends the request, as in nginx: the origin's
+/// connection is closed at once rather than held until the origin answers or
+/// `proxy_read_timeout`, the request is logged with status 499, and the client's place
+/// (`max_connections_per_client`) is free again.
+#[tokio::test]
+async fn a_client_that_leaves_before_its_answer_ends_the_origin_request() {
+    let (slow, mut seen) = unanswering_origin(Duration::from_secs(60)).await;
+    let proxy = forwarding_proxy(
+        "access_log stderr;\n    max_connections_per_client 1;\n    proxy_read_timeout 60s;",
+    );
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    let request = format!("GET http://{slow}/slow HTTP/1.1\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut next = async || {
+        tokio::time::timeout(PATIENCE, seen.recv())
+            .await
+            .ok()
+            .flatten()
+    };
+    assert_eq!(next().await, Some("asked"));
+    drop(client);
+    assert_eq!(
+        next().await,
+        Some("closed"),
+        "the origin's connection outlived the client"
+    );
+    proxy.wait_for_log("/slow HTTP/1.1\" 499 ").await;
+    let origin = Origin::start(|_| ok(b"hi")).await;
+    let request = format!("GET http://{}/ HTTP/1.1\r\n\r\n", origin.addr);
+    let (status, _, body) = send(&proxy, request.as_bytes()).await;
+    assert_eq!((status, body.as_slice()), (200, &b"hi"[..]));
+}
+
+/// `proxy_ignore_client_abort on`: sluice keeps waiting for the answer after the client left.
+#[tokio::test]
+async fn proxy_ignore_client_abort_on_keeps_the_origin_request() {
+    let (slow, mut seen) = unanswering_origin(Duration::from_secs(1)).await;
+    let proxy = forwarding_proxy("proxy_ignore_client_abort on;\n    proxy_read_timeout 60s;");
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    let request = format!("GET http://{slow}/slow HTTP/1.1\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut next = async || {
+        tokio::time::timeout(PATIENCE, seen.recv())
+            .await
+            .ok()
+            .flatten()
+    };
+    assert_eq!(next().await, Some("asked"));
+    drop(client);
+    assert_eq!(next().await, Some("held"));
+}

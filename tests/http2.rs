@@ -251,6 +251,32 @@ async fn a_client_reset_resets_the_origin_connection() {
     assert_eq!(end, Some("reset"));
 }
 
+/// A stream reset while its request waits for the origin ends that request at once, as a
+/// client closing its HTTP/1.1 connection does: the origin's connection is closed rather than
+/// held until the origin answers or `proxy_read_timeout`, and the request is logged as 499.
+#[tokio::test]
+async fn a_stream_reset_before_its_answer_closes_the_origin_connection() {
+    let (slow, mut seen) = unanswering_origin(Duration::from_secs(60)).await;
+    let proxy = Proxy::start(&h2_config(
+        "    access_log stderr;\n    proxy_read_timeout 60s;",
+    ));
+    let client = h2_client(proxy.addr()).await;
+    let mut ready = client.send.clone().ready().await.unwrap();
+    let request = Request::get(format!("http://{slow}/slow"))
+        .body(())
+        .unwrap();
+    let (_response, mut stream) = ready.send_request(request, true).unwrap();
+    let mut next = async || tokio::time::timeout(WAIT, seen.recv()).await.ok().flatten();
+    assert_eq!(next().await, Some("asked"));
+    stream.send_reset(Reason::CANCEL);
+    assert_eq!(
+        next().await,
+        Some("closed"),
+        "the origin's connection outlived the stream"
+    );
+    proxy.wait_for_log("/slow HTTP/2.0\" 499 ").await;
+}
+
 #[tokio::test]
 async fn an_origin_reset_resets_the_stream_and_only_it() {
     let echo = echo_server().await;

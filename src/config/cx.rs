@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::directive::Spec;
 use super::error::{ConfigError, Origin};
 use super::syntax::Directive;
-use super::values::{PortList, parse_port, parse_time};
+use super::values::{PortList, parse_flag, parse_port, parse_time};
 
 /// The longest time any directive accepts.
 pub const MAX_TIME: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -128,6 +128,20 @@ impl<'a> Cx<'a> {
                 ),
             )),
         }
+    }
+
+    /// The directive's first argument as `on` or `off`.
+    pub fn flag(&self, directive: &Directive) -> Result<bool, ConfigError> {
+        let text = &directive.args[0];
+        parse_flag(text).ok_or_else(|| {
+            self.error(
+                directive,
+                format!(
+                    "invalid value \"{text}\" in \"{}\" directive, it must be \"on\" or \"off\"",
+                    directive.name
+                ),
+            )
+        })
     }
 
     /// The directive's first argument as a positive count, such as a connection limit.

@@ -192,10 +192,33 @@ enum Attempt {
 
 /// How relaying the response ended.
 enum Relayed {
-    Done { close_client: bool, reusable: bool },
+    Done {
+        close_client: bool,
+        reusable: bool,
+    },
     Upgraded,
     Aborted,
+    /// The client closed its connection, or it failed, before the answer was complete.
+    ClientGone,
 }
+
+/// How the client's side of an exchange went: its request body up, then a watch for its
+/// leaving while the answer comes. Waiting on an origin for a client that is gone would hold
+/// the origin's connection and the client's place until the origin answers or times out;
+/// nginx ends the request there too (`proxy_ignore_client_abort off`, the default).
+enum Upload {
+    /// The body went up whole, and the client then sent more (its next request), or no one
+    /// watches for its leaving (`proxy_ignore_client_abort on`).
+    Sent,
+    Failed(BodyError),
+    ClientGone,
+}
+
+/// The status logged for a request whose client left before any answer, as nginx logs it.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Bytes read at most by the watch for a client's leaving; more wait in the socket.
+const WATCH_READ: usize = 4096;
 
 /// One request, ready to be sent on an upstream connection.
 struct Exchange<'a> {
@@ -300,11 +323,19 @@ impl Exchange<'_> {
                     Framing::Chunked => Encoding::Chunked,
                     _ => Encoding::Identity,
                 };
-                let sent = pipe.copy(self.framing, encoding).await;
-                if sent.is_ok() {
-                    body_done.store(true, Ordering::Relaxed);
+                if let Err(error) = pipe.copy(self.framing, encoding).await {
+                    return Upload::Failed(error);
                 }
-                sent
+                body_done.store(true, Ordering::Relaxed);
+                if self.forwarding.ignore_client_abort {
+                    return Upload::Sent;
+                }
+                // Bytes sent meanwhile (a pipelined request) stay buffered for the next
+                // exchange, and end the watch.
+                match pipe.buf.watch(pipe.from, WATCH_READ).await {
+                    Ok(0) | Err(_) => Upload::ClientGone,
+                    Ok(_) => Upload::Sent,
+                }
             };
             let relay = self.relay(
                 &mut up_in,
@@ -325,8 +356,9 @@ impl Exchange<'_> {
                         sending = false;
                         match sent {
                             // The origin stopped reading; its answer (a 413, say) may still come.
-                            Ok(_) | Err(BodyError::Write) => {}
-                            Err(error) => break self.body_failed(error, answered.load(Ordering::Relaxed)),
+                            Upload::Sent | Upload::Failed(BodyError::Write) => {}
+                            Upload::Failed(error) => break self.body_failed(error, answered.load(Ordering::Relaxed)),
+                            Upload::ClientGone => break Ok(Relayed::ClientGone),
                         }
                     }
                     relayed = &mut relay => break relayed,
@@ -340,6 +372,18 @@ impl Exchange<'_> {
             }
             Ok(Relayed::Aborted) => {
                 reset(upstream.stream.socket());
+                Ok(Next::Abort)
+            }
+            Ok(Relayed::ClientGone) => {
+                reset(upstream.stream.socket());
+                log::debug!(
+                    "{}: the client left before its answer from {} was complete",
+                    self.peer,
+                    self.destination
+                );
+                if !answered.load(Ordering::Relaxed) {
+                    entry.status = CLIENT_CLOSED_REQUEST;
+                }
                 Ok(Next::Abort)
             }
             Ok(Relayed::Upgraded) => Ok(Next::Upgrade {

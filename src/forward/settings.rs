@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::config::directive::{HTTP_SERVER, HTTP_SERVER_LOCATION, LOCATION, MANY, Spec};
-use crate::config::values::{PortList, SPLITS_A_LINE, parse_flag, splits_a_line};
+use crate::config::values::{PortList, SPLITS_A_LINE, splits_a_line};
 use crate::config::{ConfigError, Cx, Directive};
 use crate::template::Template;
 use crate::variables::{Declared, Var};
@@ -24,6 +24,12 @@ pub const DIRECTIVES: &[Spec] = &[
     Spec::used("proxy_read_timeout", HTTP_SERVER_LOCATION, (1, 1), true),
     Spec::used("proxy_send_timeout", HTTP_SERVER_LOCATION, (1, 1), true),
     Spec::used("proxy_via", HTTP_SERVER_LOCATION, (1, 1), true),
+    Spec::used(
+        "proxy_ignore_client_abort",
+        HTTP_SERVER_LOCATION,
+        (1, 1),
+        true,
+    ),
     Spec::used("proxy_http_version", HTTP_SERVER_LOCATION, (1, 1), true),
 ];
 
@@ -79,6 +85,9 @@ pub struct Forwarding {
     pub send_timeout: Duration,
     /// `proxy_via` — add `Via: 1.1 sluice` to forwarded requests and responses.
     pub via: bool,
+    /// `proxy_ignore_client_abort` — keep waiting for the origin's answer when the client
+    /// leaves (nginx's default, `off`, ends the request there).
+    pub ignore_client_abort: bool,
 }
 
 impl Default for Forwarding {
@@ -90,6 +99,7 @@ impl Default for Forwarding {
             read_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
             via: true,
+            ignore_client_abort: false,
         }
     }
 }
@@ -126,11 +136,8 @@ impl Forwarding {
             "proxy_connect_timeout" => self.connect_timeout = cx.time(directive)?,
             "proxy_read_timeout" => self.read_timeout = cx.time(directive)?,
             "proxy_send_timeout" => self.send_timeout = cx.time(directive)?,
-            "proxy_via" => {
-                self.via = parse_flag(arg).ok_or_else(|| {
-                    cx.error(directive, format!("invalid value \"{arg}\" in \"proxy_via\" directive, it must be \"on\" or \"off\""))
-                })?;
-            }
+            "proxy_via" => self.via = cx.flag(directive)?,
+            "proxy_ignore_client_abort" => self.ignore_client_abort = cx.flag(directive)?,
             "proxy_http_version" => match arg {
                 "1.1" => {}
                 "1.0" => cx.warn(

@@ -3,7 +3,6 @@
 //! connection is closed after `keepalive_timeout`, as in nginx since 1.19.7.
 
 use crate::config::directive::{HTTP_SERVER, Spec};
-use crate::config::values::parse_flag;
 use crate::config::{ConfigError, Cx, Directive};
 
 pub const DIRECTIVES: &[Spec] = &[
@@ -68,16 +67,7 @@ impl Http2Settings {
     pub fn set(&mut self, cx: &mut Cx, directive: &Directive) -> Result<(), ConfigError> {
         let arg = directive.args[0].as_str();
         match directive.name.as_str() {
-            "http2" => {
-                self.enabled = parse_flag(arg).ok_or_else(|| {
-                    cx.error(
-                        directive,
-                        format!(
-                            "invalid value \"{arg}\" in \"http2\" directive, it must be \"on\" or \"off\""
-                        ),
-                    )
-                })?;
-            }
+            "http2" => self.enabled = cx.flag(directive)?,
             "http2_max_concurrent_streams" => {
                 let count = cx.count(directive)?;
                 // SETTINGS_MAX_CONCURRENT_STREAMS is 31 bits in practice (stream ids are).

@@ -117,6 +117,7 @@ pub const HELP: &[Help] = &[
     help("proxy_read_timeout", "TIME", "60s", "longest wait for the origin's next bytes"),
     help("proxy_send_timeout", "TIME", "60s", "longest wait for the origin to take more bytes"),
     help("proxy_via", "on | off", "on", "add Via: 1.1 sluice to forwarded requests and responses"),
+    help("proxy_ignore_client_abort", "on | off", "off", "on: keep waiting for the origin's answer after the client left (off ends the request, logged 499)"),
     help("proxy_http_version", "1.1", "1.1", "accepted; 1.0 warns, since sluice always speaks HTTP/1.1 upstream"),
     // Parent proxies.
     help("parent", "NAME { server HOST:PORT [max_fails=N] [fail_timeout=TIME] [backup] [ssl]; ... credentials_file FILE; ssl_trusted_certificate FILE; }", "-", "a parent proxy that route rules may name: servers tried in order with failover, backups only when every primary is down; credentials_file holds one line user:password; ssl: TLS to that server, verified against ssl_trusted_certificate (else the system CAs)"),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::Limits;
 use crate::config::directive::{HTTP_SERVER, Spec};
-use crate::config::values::{parse_flag, parse_size};
+use crate::config::values::parse_size;
 use crate::config::{ConfigError, Cx, Directive};
 
 pub const DIRECTIVES: &[Spec] = &[
@@ -84,12 +84,7 @@ impl ClientSettings {
                     head: number.saturating_mul(size).min(1 << 20),
                 };
             }
-            "underscores_in_headers" => {
-                let arg = directive.args[0].as_str();
-                self.underscores_in_headers = parse_flag(arg).ok_or_else(|| {
-                    cx.error(directive, format!("invalid value \"{arg}\" in \"underscores_in_headers\" directive, it must be \"on\" or \"off\""))
-                })?;
-            }
+            "underscores_in_headers" => self.underscores_in_headers = cx.flag(directive)?,
             _ => return Err(cx.not_allowed(directive)),
         }
         Ok(())

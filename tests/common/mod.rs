@@ -209,6 +209,36 @@ where
     local
 }
 
+/// An origin that reads a request head and never answers. It tells the returned receiver
+/// `asked` once a head arrived, then `closed` if the proxy closes the connection within
+/// `hold`, or `held` if the connection is still open when `hold` runs out.
+pub async fn unanswering_origin(
+    hold: Duration,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<&'static str>,
+) {
+    let (events, seen) = tokio::sync::mpsc::unbounded_channel();
+    let addr = serve("127.0.0.1:0", move |mut stream| {
+        let events = events.clone();
+        async move {
+            if read_request_head(&mut stream).await.is_none() {
+                return;
+            }
+            let _ = events.send("asked");
+            let mut byte = [0u8; 1];
+            let end = match tokio::time::timeout(hold, stream.read(&mut byte)).await {
+                Ok(Ok(0) | Err(_)) => "closed",
+                Ok(Ok(_)) => "sent more",
+                Err(_) => "held",
+            };
+            let _ = events.send(end);
+        }
+    })
+    .await;
+    (addr, seen)
+}
+
 /// Echoes everything back; passes the client's FIN on after the last byte.
 pub async fn echo_server() -> SocketAddr {
     serve("127.0.0.1:0", |mut stream| async move {
