@@ -290,13 +290,14 @@ impl Exchange<'_> {
             return Err(Attempt::Stale);
         }
         // A body of no bytes (`Content-Length: 0`) is done once the head is sent: the origin
-        // may answer before `send` is first polled, and the relay must not take the request
+        // may answer before `upload` is first polled, and the relay must not take the request
         // for unfinished then (it would close a keep-alive client connection).
         let body_done = AtomicBool::new(no_body_bytes(self.framing));
         let answered = AtomicBool::new(false);
         let relayed = {
             // Each future reads one stream and writes the other: the body goes up from the
-            // client's read side while the answer comes down into its write side.
+            // client's read side while the answer comes down into its write side. Once the
+            // body is up, the read side is watched for the client's leaving.
             let Conn {
                 stream: client_stream,
                 buf: client_buf,
@@ -307,7 +308,7 @@ impl Exchange<'_> {
             } = &mut upstream;
             let (mut client_in, mut client_out) = client_stream.split();
             let (mut up_in, mut up_out) = up_stream.split();
-            let send = async {
+            let upload = async {
                 let mut pipe = Pipe {
                     from: &mut client_in,
                     budget: Unlimited,
@@ -345,16 +346,16 @@ impl Exchange<'_> {
                 &answered,
                 entry,
             );
-            tokio::pin!(send, relay);
-            let mut sending = true;
+            tokio::pin!(upload, relay);
+            let mut uploading = true;
             loop {
-                // `send` first: whatever it can finish without waiting is recorded in
+                // `upload` first: whatever it can finish without waiting is recorded in
                 // `body_done` before the relay reads it.
                 tokio::select! {
                     biased;
-                    sent = &mut send, if sending => {
-                        sending = false;
-                        match sent {
+                    uploaded = &mut upload, if uploading => {
+                        uploading = false;
+                        match uploaded {
                             // The origin stopped reading; its answer (a 413, say) may still come.
                             Upload::Sent | Upload::Failed(BodyError::Write) => {}
                             Upload::Failed(error) => break self.body_failed(error, answered.load(Ordering::Relaxed)),
