@@ -758,16 +758,11 @@ async fn a_post_with_an_empty_body_keeps_the_connection() {
     );
 }
 
-/// A client that leaves while its answer is awaited ends the request, as in nginx: the origin's
-/// connection is closed at once rather than held until the origin answers or
-/// `proxy_read_timeout`, the request is logged with status 499, and the client's place
-/// (`max_connections_per_client`) is free again.
-#[tokio::test]
-async fn a_client_that_leaves_before_its_answer_ends_the_origin_request() {
-    let (slow, mut seen) = unanswering_origin(Duration::from_secs(60)).await;
-    let proxy = forwarding_proxy(
-        "access_log stderr;\n    max_connections_per_client 1;\n    proxy_read_timeout 60s;",
-    );
+/// Asks an origin that never answers (and notices a close within `hold`) for `/slow` through
+/// `proxy`, closes the client's connection once the request is at the origin, and returns
+/// how the origin's connection then ended (`closed` or `held`).
+async fn leave_before_the_answer(proxy: &Proxy, hold: Duration) -> Option<&'static str> {
+    let (slow, mut seen) = unanswering_origin(hold).await;
     let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
     let request = format!("GET http://{slow}/slow HTTP/1.1\r\n\r\n");
     client.write_all(request.as_bytes()).await.unwrap();
@@ -779,8 +774,20 @@ async fn a_client_that_leaves_before_its_answer_ends_the_origin_request() {
     };
     assert_eq!(next().await, Some("asked"));
     drop(client);
+    next().await
+}
+
+/// A client that leaves while its answer is awaited ends the request, as in nginx: the origin's
+/// connection is closed at once rather than held until the origin answers or
+/// `proxy_read_timeout`, the request is logged with status 499, and the client's place
+/// (`max_connections_per_client`) is free again.
+#[tokio::test]
+async fn a_client_that_leaves_before_its_answer_ends_the_origin_request() {
+    let proxy = forwarding_proxy(
+        "access_log stderr;\n    max_connections_per_client 1;\n    proxy_read_timeout 60s;",
+    );
     assert_eq!(
-        next().await,
+        leave_before_the_answer(&proxy, Duration::from_secs(60)).await,
         Some("closed"),
         "the origin's connection outlived the client"
     );
@@ -794,18 +801,9 @@ async fn a_client_that_leaves_before_its_answer_ends_the_origin_request() {
 /// `proxy_ignore_client_abort on`: sluice keeps waiting for the answer after the client left.
 #[tokio::test]
 async fn proxy_ignore_client_abort_on_keeps_the_origin_request() {
-    let (slow, mut seen) = unanswering_origin(Duration::from_secs(1)).await;
     let proxy = forwarding_proxy("proxy_ignore_client_abort on;\n    proxy_read_timeout 60s;");
-    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
-    let request = format!("GET http://{slow}/slow HTTP/1.1\r\n\r\n");
-    client.write_all(request.as_bytes()).await.unwrap();
-    let mut next = async || {
-        tokio::time::timeout(PATIENCE, seen.recv())
-            .await
-            .ok()
-            .flatten()
-    };
-    assert_eq!(next().await, Some("asked"));
-    drop(client);
-    assert_eq!(next().await, Some("held"));
+    assert_eq!(
+        leave_before_the_answer(&proxy, Duration::from_secs(1)).await,
+        Some("held")
+    );
 }
